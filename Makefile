@@ -1,0 +1,44 @@
+# Wavu: `make demo` runs the app on SQLite with local simulators; `make test` runs the suite on
+# SQLite and, when a server is reachable, on PostgreSQL. Both install into .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
+.PHONY: demo test test-sqlite test-postgres lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/wavu demo
+
+test: $(STAMP)
+	$(BIN)/ruff check src conftest.py
+	$(MAKE) --no-print-directory test-sqlite
+	@if $(BIN)/python scripts/pg_reachable.py "$${DATABASE_URL:-$(PG_TEST_URL)}"; then \
+		$(MAKE) --no-print-directory test-postgres; \
+	else echo "PostgreSQL not reachable: PostgreSQL run skipped"; fi
+
+test-sqlite: $(STAMP)
+	@echo "=== test suite on SQLite ==="
+	env -u DATABASE_URL $(BIN)/pytest -q -p no:randomly $(PYTEST_ARGS)
+
+test-postgres: $(STAMP)
+	@echo "=== test suite on PostgreSQL ==="
+	DATABASE_URL="$${DATABASE_URL:-$(PG_TEST_URL)}" $(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src conftest.py
+	$(BIN)/ruff format --check src conftest.py
+
+format: $(STAMP)
+	$(BIN)/ruff format src conftest.py
+	$(BIN)/ruff check --fix src conftest.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,1 @@
+"""Wavu: billing and subscriber management for Kenyan internet service providers."""

@@ -1,0 +1,183 @@
+"""Invoices and credit notes.
+
+An invoice is built as a draft, then issued: issuing allocates a gap-free number in its series,
+freezes the buyer's details and totals, and books one journal entry. From then on the number,
+lines and amounts cannot change (database triggers refuse it); only the settlement columns
+(`amount_paid`, `amount_credited`) and the status derived from them move. It becomes void only
+through a full credit note.
+"""
+
+from django.db import models
+
+from wavu.catalog.models import AddOn, Plan
+from wavu.core.tax import TaxClass
+from wavu.customers.models import Customer
+from wavu.subscriptions.models import Subscription
+
+AMOUNT = {"max_digits": 14, "decimal_places": 2}
+
+
+class Invoice(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ISSUED = "issued", "Issued"
+        PARTIALLY_PAID = "partially_paid", "Partially paid"
+        PAID = "paid", "Paid"
+        VOID = "void", "Void"
+
+    # status → statuses it may move to (settlement moves between issued/partially_paid/paid both ways,
+    # because a reversed payment re-opens an invoice).
+    TRANSITIONS = {
+        Status.DRAFT: {Status.ISSUED},
+        Status.ISSUED: {Status.PARTIALLY_PAID, Status.PAID, Status.VOID},
+        Status.PARTIALLY_PAID: {Status.ISSUED, Status.PAID, Status.VOID},
+        Status.PAID: {Status.ISSUED, Status.PARTIALLY_PAID, Status.VOID},
+        Status.VOID: set(),
+    }
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
+    subscription = models.ForeignKey(
+        Subscription, null=True, blank=True, on_delete=models.PROTECT, related_name="invoices"
+    )
+    series = models.CharField(max_length=10, default="INV")
+    number = models.CharField(max_length=30, null=True, blank=True, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    currency = models.CharField(max_length=3, default="KES")
+    issue_date = models.DateField(null=True, blank=True, db_index=True)
+    issued_at = models.DateTimeField(null=True, blank=True)
+    due_date = models.DateField(null=True, blank=True)
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+    buyer_name = models.CharField(max_length=160, blank=True)
+    buyer_pin = models.CharField(max_length=11, blank=True)
+    buyer_address = models.CharField(max_length=300, blank=True)
+    buyer_account_number = models.CharField(max_length=12, blank=True)
+    net_total = models.DecimalField(**AMOUNT, default=0)
+    excise_total = models.DecimalField(**AMOUNT, default=0)
+    vat_total = models.DecimalField(**AMOUNT, default=0)
+    total = models.DecimalField(**AMOUNT, default=0)
+    amount_paid = models.DecimalField(**AMOUNT, default=0)
+    amount_credited = models.DecimalField(**AMOUNT, default=0)
+    notes = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-issue_date", "-id"]
+        indexes = [models.Index(fields=["customer", "status", "issue_date"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "period_start"],
+                condition=models.Q(subscription__isnull=False, period_start__isnull=False),
+                name="invoice_one_per_subscription_period",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status="draft") | models.Q(number__isnull=False),
+                name="invoice_issued_has_number",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(amount_paid__gte=0, amount_credited__gte=0),
+                name="invoice_settlement_not_negative",
+            ),
+        ]
+
+    def __str__(self):
+        return self.number or f"draft #{self.pk}"
+
+    @property
+    def outstanding(self):
+        return self.total - self.amount_paid - self.amount_credited
+
+    @property
+    def is_issued(self) -> bool:
+        return self.status != self.Status.DRAFT
+
+
+class InvoiceLine(models.Model):
+    """One itemised line. `unit_price` and `gross` are tax-inclusive; net + excise + vat == gross."""
+
+    class Kind(models.TextChoices):
+        SUBSCRIPTION = "subscription", "Service period"
+        ADDON = "addon", "Add-on"
+        ONE_OFF = "one_off", "One-off charge"
+        PRORATION = "proration", "Proration"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="lines")
+    position = models.PositiveSmallIntegerField()
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    description = models.CharField(max_length=200)
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+    quantity = models.DecimalField(max_digits=10, decimal_places=3, default=1)
+    unit_price = models.DecimalField(**AMOUNT)
+    gross = models.DecimalField(**AMOUNT)
+    net = models.DecimalField(**AMOUNT)
+    excise = models.DecimalField(**AMOUNT)
+    vat = models.DecimalField(**AMOUNT)
+    tax_class = models.CharField(max_length=20, choices=TaxClass.choices)
+    tax_band = models.CharField(max_length=1)
+    vat_rate = models.DecimalField(max_digits=6, decimal_places=4)
+    excise_rate = models.DecimalField(max_digits=6, decimal_places=4)
+    subscription = models.ForeignKey(Subscription, null=True, blank=True, on_delete=models.PROTECT)
+    plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.PROTECT)
+    addon = models.ForeignKey(AddOn, null=True, blank=True, on_delete=models.PROTECT)
+
+    class Meta:
+        ordering = ["invoice", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "position"], name="invoiceline_unique_position"),
+            models.CheckConstraint(
+                condition=models.Q(gross=models.F("net") + models.F("excise") + models.F("vat")),
+                name="invoiceline_parts_add_up",
+            ),
+        ]
+
+    def __str__(self):
+        return self.description
+
+
+class CreditNote(models.Model):
+    """A credit against one issued invoice (at most 12 months old, never more than what is left)."""
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="credit_notes")
+    series = models.CharField(max_length=10, default="CN")
+    number = models.CharField(max_length=30, unique=True)
+    currency = models.CharField(max_length=3, default="KES")
+    issue_date = models.DateField(db_index=True)
+    issued_at = models.DateTimeField()
+    reason = models.CharField(max_length=300)
+    net_total = models.DecimalField(**AMOUNT)
+    excise_total = models.DecimalField(**AMOUNT)
+    vat_total = models.DecimalField(**AMOUNT)
+    total = models.DecimalField(**AMOUNT)
+
+    class Meta:
+        ordering = ["-issue_date", "-id"]
+        constraints = [models.CheckConstraint(condition=models.Q(total__gt=0), name="creditnote_positive")]
+
+    def __str__(self):
+        return self.number
+
+
+class CreditNoteLine(models.Model):
+    credit_note = models.ForeignKey(CreditNote, on_delete=models.PROTECT, related_name="lines")
+    invoice_line = models.ForeignKey(InvoiceLine, on_delete=models.PROTECT, related_name="credit_lines")
+    description = models.CharField(max_length=200)
+    gross = models.DecimalField(**AMOUNT)
+    net = models.DecimalField(**AMOUNT)
+    excise = models.DecimalField(**AMOUNT)
+    vat = models.DecimalField(**AMOUNT)
+
+    class Meta:
+        ordering = ["credit_note", "id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(gross__gt=0), name="creditline_positive"),
+            models.CheckConstraint(
+                condition=models.Q(gross=models.F("net") + models.F("excise") + models.F("vat")),
+                name="creditline_parts_add_up",
+            ),
+        ]
+
+    def __str__(self):
+        return self.description

@@ -1,0 +1,40 @@
+"""URL map: /api/v1/ (each app's `api.register` adds its routes), the schema, /admin/, /healthz."""
+
+from django.contrib import admin
+from django.db import connection
+from django.http import JsonResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from wavu.billing import api as billing_api
+from wavu.catalog import api as catalog_api
+from wavu.customers import api as customers_api
+from wavu.ledger import api as ledger_api
+from wavu.payments import api as payments_api
+from wavu.subscriptions import api as subscriptions_api
+
+router = DefaultRouter()
+for module in (customers_api, catalog_api, subscriptions_api, billing_api, payments_api, ledger_api):
+    module.register(router)
+
+
+def healthz(request):
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return JsonResponse({"status": "ok", "database": "ok"})
+    except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
+        return JsonResponse({"status": "error", "database": str(exc)}, status=503)
+
+
+admin.site.site_header = "Wavu administration"
+admin.site.site_title = "Wavu"
+
+urlpatterns = [
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
+]
