@@ -78,6 +78,10 @@ class Invoice(models.Model):
                 condition=models.Q(amount_paid__gte=0, amount_credited__gte=0),
                 name="invoice_settlement_not_negative",
             ),
+            models.CheckConstraint(
+                condition=models.Q(total__gte=models.F("amount_paid") + models.F("amount_credited")),
+                name="invoice_not_overpaid",
+            ),
         ]
 
     def __str__(self):

@@ -59,9 +59,7 @@ class Plan(models.Model):
     technology = models.CharField(max_length=16, choices=Technology.choices)
     tax_class = models.CharField(max_length=20, choices=TaxClass.choices, default=TaxClass.INTERNET)
     sold_on_portal = models.BooleanField(default=False)
-    hotspot_starts = models.CharField(
-        max_length=12, choices=HotspotStart.choices, default=HotspotStart.PURCHASE
-    )
+    hotspot_starts = models.CharField(max_length=12, choices=HotspotStart.choices, default=HotspotStart.PURCHASE)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()

@@ -53,9 +53,7 @@ def error_handler(exc, context):
         message = "; ".join(exc.messages)
         return _error("invalid", message, fields, status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, IntegrityError):
-        return _error(
-            "conflict", "The request conflicts with existing records.", {}, status.HTTP_409_CONFLICT
-        )
+        return _error("conflict", "The request conflicts with existing records.", {}, status.HTTP_409_CONFLICT)
     if isinstance(exc, Http404 | ObjectDoesNotExist):
         return _error("not_found", "Not found.", {}, status.HTTP_404_NOT_FOUND)
     response = exception_handler(exc, context)
@@ -83,7 +81,5 @@ class AuditedViewMixin:
         user = request.user if request.user and request.user.is_authenticated else None
         if user is not None:
             _current.set(
-                Actor(
-                    user=user, label=f"user:{user.get_username()}", source_ip=request.META.get("REMOTE_ADDR")
-                )
+                Actor(user=user, label=f"user:{user.get_username()}", source_ip=request.META.get("REMOTE_ADDR"))
             )

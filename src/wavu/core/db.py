@@ -16,9 +16,7 @@ class ProtectRows(Operation):
     reversible = True
     reduces_to_sql = True
 
-    def __init__(
-        self, name: str, table: str, event: str, when: str = "TRUE", changed: tuple = (), message=""
-    ):
+    def __init__(self, name: str, table: str, event: str, when: str = "TRUE", changed: tuple = (), message=""):
         """`when` uses OLD./NEW. like SQL triggers; `changed` lists columns that may not change."""
         assert event in {"UPDATE", "DELETE", "INSERT"}
         self.name, self.table, self.event = name, table, event

@@ -48,9 +48,7 @@ class JournalEntry(models.Model):
     currency = models.CharField(max_length=3, default="KES")
     source_type = models.CharField(max_length=40, help_text="app_label.model of the record this entry books")
     source_id = models.CharField(max_length=40)
-    reverses = models.OneToOneField(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversed_by"
-    )
+    reverses = models.OneToOneField("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversed_by")
     actor_label = models.CharField(max_length=120)
 
     class Meta:
@@ -58,9 +56,7 @@ class JournalEntry(models.Model):
         verbose_name_plural = "journal entries"
         constraints = [
             # A record is booked once per kind: the database refuses a second invoice entry etc.
-            models.UniqueConstraint(
-                fields=["source_type", "source_id", "kind"], name="journal_one_entry_per_source"
-            ),
+            models.UniqueConstraint(fields=["source_type", "source_id", "kind"], name="journal_one_entry_per_source"),
         ]
 
     def __str__(self):
@@ -70,9 +66,7 @@ class JournalEntry(models.Model):
 class Posting(models.Model):
     entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="postings")
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="postings")
-    customer = models.ForeignKey(
-        Customer, null=True, blank=True, on_delete=models.PROTECT, related_name="postings"
-    )
+    customer = models.ForeignKey(Customer, null=True, blank=True, on_delete=models.PROTECT, related_name="postings")
     amount = models.DecimalField(max_digits=14, decimal_places=2, help_text="debit positive, credit negative")
 
     class Meta:

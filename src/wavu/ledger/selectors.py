@@ -31,9 +31,7 @@ def customer_credit(customer_id: int) -> Decimal:
 def account_balances() -> list[tuple[Account, Decimal]]:
     """Every account with the sum of its postings (debit positive)."""
     sums = dict(Posting.objects.values("account_id").annotate(s=Sum("amount")).values_list("account_id", "s"))
-    return [
-        (acc, (sums.get(acc.id) or Decimal(0)).quantize(Decimal("0.01"))) for acc in Account.objects.all()
-    ]
+    return [(acc, (sums.get(acc.id) or Decimal(0)).quantize(Decimal("0.01"))) for acc in Account.objects.all()]
 
 
 def trial_balance() -> dict:

@@ -37,17 +37,13 @@ class Payment(models.Model):
         max_length=40, blank=True, default="", help_text="channel within the method, e.g. paybill 123456"
     )
     reference = models.CharField(max_length=60, help_text="receipt / transfer / cheque number")
-    customer = models.ForeignKey(
-        Customer, null=True, blank=True, on_delete=models.PROTECT, related_name="payments"
-    )
+    customer = models.ForeignKey(Customer, null=True, blank=True, on_delete=models.PROTECT, related_name="payments")
     amount = models.DecimalField(**AMOUNT)
     currency = models.CharField(max_length=3, default="KES")
     received_at = models.DateTimeField(db_index=True)
     recorded_at = models.DateTimeField()
     payer_name = models.CharField(max_length=160, blank=True)
-    payer_phone = models.CharField(
-        max_length=80, blank=True, help_text="as the channel sent it; may be masked"
-    )
+    payer_phone = models.CharField(max_length=80, blank=True, help_text="as the channel sent it; may be masked")
     account_reference = models.CharField(max_length=60, blank=True, help_text="what the payer typed")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED, db_index=True)
     amount_allocated = models.DecimalField(**AMOUNT, default=0)

@@ -85,9 +85,7 @@ class SubscriptionAddOn(models.Model):
 
     class Meta:
         ordering = ["subscription", "id"]
-        constraints = [
-            models.CheckConstraint(condition=models.Q(quantity__gte=1), name="subaddon_qty_positive")
-        ]
+        constraints = [models.CheckConstraint(condition=models.Q(quantity__gte=1), name="subaddon_qty_positive")]
 
     def __str__(self):
         return f"{self.addon} × {self.quantity}"
