@@ -10,6 +10,7 @@ through a full credit note.
 from django.db import models
 
 from wavu.catalog.models import AddOn, Plan
+from wavu.core.db import RowProtection
 from wavu.core.tax import TaxClass
 from wavu.customers.models import Customer
 from wavu.subscriptions.models import Subscription
@@ -185,3 +186,32 @@ class CreditNoteLine(models.Model):
 
     def __str__(self):
         return self.description
+
+
+# Database triggers (installed after every migrate, see core/db.py) that make issued records immutable.
+_FROZEN_INVOICE_COLUMNS = (
+    "customer_id", "subscription_id", "series", "number", "currency", "issue_date", "issued_at", "due_date",
+    "period_start", "period_end", "buyer_name", "buyer_pin", "buyer_address", "buyer_account_number",
+    "net_total", "excise_total", "vat_total", "total", "notes", "created_at",
+)  # fmt: skip
+_PARENT_ISSUED_NEW = "(SELECT status FROM billing_invoice WHERE id = NEW.invoice_id) <> 'draft'"
+_PARENT_ISSUED_OLD = "(SELECT status FROM billing_invoice WHERE id = OLD.invoice_id) <> 'draft'"
+_CN = "immutable: a credit note cannot be changed or deleted"
+ROW_PROTECTIONS = [
+    RowProtection("invoice_issued_frozen", "billing_invoice", "UPDATE", "OLD.status <> 'draft'",
+                  _FROZEN_INVOICE_COLUMNS, "immutable: an issued invoice cannot be changed; issue a credit note"),
+    RowProtection("invoice_void_final", "billing_invoice", "UPDATE", "OLD.status = 'void'",
+                  message="immutable: a void invoice cannot change"),
+    RowProtection("invoice_issued_no_delete", "billing_invoice", "DELETE", "OLD.status <> 'draft'",
+                  message="immutable: an issued invoice cannot be deleted"),
+    RowProtection("invoiceline_issued_no_insert", "billing_invoiceline", "INSERT", _PARENT_ISSUED_NEW,
+                  message="immutable: lines cannot be added to an issued invoice"),
+    RowProtection("invoiceline_issued_no_update", "billing_invoiceline", "UPDATE", _PARENT_ISSUED_OLD,
+                  message="immutable: lines of an issued invoice cannot be changed"),
+    RowProtection("invoiceline_issued_no_delete", "billing_invoiceline", "DELETE", _PARENT_ISSUED_OLD,
+                  message="immutable: lines of an issued invoice cannot be deleted"),
+    RowProtection("creditnote_no_update", "billing_creditnote", "UPDATE", message=_CN),
+    RowProtection("creditnote_no_delete", "billing_creditnote", "DELETE", message=_CN),
+    RowProtection("creditnoteline_no_update", "billing_creditnoteline", "UPDATE", message=_CN),
+    RowProtection("creditnoteline_no_delete", "billing_creditnoteline", "DELETE", message=_CN),
+]  # fmt: skip

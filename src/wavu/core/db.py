@@ -1,80 +1,92 @@
 """Database-level guards that make issued financial records immutable.
 
-`ProtectRows` is a migration operation that installs a trigger on SQLite or PostgreSQL refusing an
-UPDATE, DELETE or INSERT when a condition holds (e.g. "the invoice is no longer a draft and one
-of its amounts changed"). It is enforcement in the database, so a queryset `.update()`, raw SQL
-or a bug in a service cannot rewrite an issued invoice, a payment or a journal entry.
-Triggers raise an integrity error (`django.db.IntegrityError`) with a message starting "immutable:".
+Each app declares `ROW_PROTECTIONS` (a list of `RowProtection`) in its models module. After every
+`migrate`, `install_row_protections` (re)creates them as triggers on SQLite or PostgreSQL; before
+every `migrate` they are dropped, because SQLite rebuilds a table to alter it and a trigger that
+names another table would break the rebuild (and the table's own triggers would vanish with it).
+The declared list is therefore always what the database enforces.
+
+A trigger refuses an UPDATE, DELETE or INSERT when its condition holds (e.g. "the invoice is no
+longer a draft and one of its amounts changed"), so a queryset `.update()`, raw SQL or a bug in a
+service cannot rewrite an issued invoice, a payment or a journal entry. Refusals surface as
+`django.db.IntegrityError` with a message starting "immutable:".
 """
 
 from __future__ import annotations
 
-from django.db.migrations.operations.base import Operation
+from dataclasses import dataclass
+
+from django.apps import apps as global_apps
+from django.db import connections
 
 
-class ProtectRows(Operation):
-    reversible = True
-    reduces_to_sql = True
+@dataclass(frozen=True)
+class RowProtection:
+    name: str
+    table: str
+    event: str  # UPDATE, DELETE or INSERT
+    when: str = "TRUE"  # SQL over OLD./NEW. columns
+    changed: tuple[str, ...] = ()  # the refusal applies only when one of these columns changes
+    message: str = ""
 
-    def __init__(self, name: str, table: str, event: str, when: str = "TRUE", changed: tuple = (), message=""):
-        """`when` uses OLD./NEW. like SQL triggers; `changed` lists columns that may not change."""
-        assert event in {"UPDATE", "DELETE", "INSERT"}
-        self.name, self.table, self.event = name, table, event
-        self.when, self.changed = when, tuple(changed)
-        self.message = message or f"immutable: {table} row cannot be {event.lower()}d"
-
-    def deconstruct(self):
-        kwargs = {
-            "name": self.name,
-            "table": self.table,
-            "event": self.event,
-            "when": self.when,
-            "changed": self.changed,
-            "message": self.message,
-        }
-        return self.__class__.__qualname__, [], kwargs
-
-    def state_forwards(self, app_label, state):
-        pass
-
-    def describe(self):
-        return f"Protect {self.table} rows on {self.event} ({self.name})"
-
-    def _condition(self, vendor: str) -> str:
+    def condition(self, vendor: str) -> str:
+        when = self.when if vendor != "sqlite" else self.when.replace("TRUE", "1")
         if not self.changed:
-            return f"({self.when})"
+            return f"({when})"
         op = "IS NOT" if vendor == "sqlite" else "IS DISTINCT FROM"
         diffs = " OR ".join(f"OLD.{c} {op} NEW.{c}" for c in self.changed)
-        return f"({self.when}) AND ({diffs})"
+        return f"({when}) AND ({diffs})"
 
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        vendor = schema_editor.connection.vendor
-        cond = self._condition(vendor)
-        msg = self.message.replace("'", "''")
+    def create_sql(self, vendor: str) -> list[str]:
+        msg = (self.message or f"immutable: {self.table} row cannot be changed").replace("'", "''")
+        cond = self.condition(vendor)
         if vendor == "sqlite":
-            cond_sqlite = cond.replace("TRUE", "1")
-            schema_editor.execute(
-                f"CREATE TRIGGER {self.name} BEFORE {self.event} ON {self.table} FOR EACH ROW "
-                f"WHEN {cond_sqlite} BEGIN SELECT RAISE(ABORT, '{msg}'); END;"
-            )
-        elif vendor == "postgresql":
-            ret = "OLD" if self.event == "DELETE" else "NEW"
-            schema_editor.execute(
-                f"CREATE OR REPLACE FUNCTION {self.name}_fn() RETURNS trigger AS $$ BEGIN "
-                f"IF {cond} THEN RAISE EXCEPTION '{msg}' USING ERRCODE = 'integrity_constraint_violation'; "
-                f"END IF; RETURN {ret}; END $$ LANGUAGE plpgsql;"
-            )
-            schema_editor.execute(
-                f"CREATE TRIGGER {self.name} BEFORE {self.event} ON {self.table} "
-                f"FOR EACH ROW EXECUTE FUNCTION {self.name}_fn();"
-            )
-        else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-            raise NotImplementedError(f"ProtectRows does not support {vendor}")
+            return [
+                f"CREATE TRIGGER IF NOT EXISTS {self.name} BEFORE {self.event} ON {self.table} FOR EACH ROW "
+                f"WHEN {cond} BEGIN SELECT RAISE(ABORT, '{msg}'); END;"
+            ]
+        ret = "OLD" if self.event == "DELETE" else "NEW"
+        return [
+            f"CREATE OR REPLACE FUNCTION {self.name}_fn() RETURNS trigger AS $$ BEGIN "
+            f"IF {cond} THEN RAISE EXCEPTION '{msg}' USING ERRCODE = 'integrity_constraint_violation'; "
+            f"END IF; RETURN {ret}; END $$ LANGUAGE plpgsql;",
+            f"DROP TRIGGER IF EXISTS {self.name} ON {self.table};",
+            f"CREATE TRIGGER {self.name} BEFORE {self.event} ON {self.table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {self.name}_fn();",
+        ]
 
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        vendor = schema_editor.connection.vendor
-        schema_editor.execute(
-            f"DROP TRIGGER IF EXISTS {self.name}" + ("" if vendor == "sqlite" else f" ON {self.table}")
-        )
-        if vendor == "postgresql":
-            schema_editor.execute(f"DROP FUNCTION IF EXISTS {self.name}_fn()")
+    def drop_sql(self, vendor: str) -> list[str]:
+        if vendor == "sqlite":
+            return [f"DROP TRIGGER IF EXISTS {self.name};"]
+        return [f"DROP TRIGGER IF EXISTS {self.name} ON {self.table};", f"DROP FUNCTION IF EXISTS {self.name}_fn();"]
+
+
+def declared_row_protections() -> list[RowProtection]:
+    found: list[RowProtection] = []
+    for config in global_apps.get_app_configs():
+        found.extend(getattr(config.models_module, "ROW_PROTECTIONS", ()))
+    return found
+
+
+def _apply(using: str, install: bool) -> None:
+    connection = connections[using]
+    if connection.vendor not in ("sqlite", "postgresql"):  # pragma: no cover
+        raise RuntimeError(f"row protections support SQLite and PostgreSQL, not {connection.vendor}")
+    tables = set(connection.introspection.table_names())
+    with connection.cursor() as cursor:
+        for protection in declared_row_protections():
+            if protection.table not in tables:
+                continue
+            statements = protection.create_sql(connection.vendor) if install else protection.drop_sql(connection.vendor)
+            for sql in statements:
+                cursor.execute(sql)
+
+
+def install_row_protections(using: str = "default", **kwargs) -> None:
+    """post_migrate: create every declared trigger (idempotent)."""
+    _apply(using, install=True)
+
+
+def drop_row_protections(using: str = "default", **kwargs) -> None:
+    """pre_migrate: drop every declared trigger so table rebuilds can run."""
+    _apply(using, install=False)

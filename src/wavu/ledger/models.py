@@ -7,6 +7,7 @@ it); a mistake is corrected by a reversing entry. Customer balances are sums of 
 
 from django.db import models
 
+from wavu.core.db import RowProtection
 from wavu.customers.models import Customer
 
 
@@ -76,3 +77,13 @@ class Posting(models.Model):
 
     def __str__(self):
         return f"{self.account.code} {self.amount}"
+
+
+# Database triggers (installed after every migrate, see core/db.py): the journal is append-only.
+_APPEND_ONLY = "immutable: the journal is append-only; post a reversal"
+ROW_PROTECTIONS = [
+    RowProtection("ledger_entry_no_update", "ledger_journalentry", "UPDATE", message=_APPEND_ONLY),
+    RowProtection("ledger_entry_no_delete", "ledger_journalentry", "DELETE", message=_APPEND_ONLY),
+    RowProtection("ledger_posting_no_update", "ledger_posting", "UPDATE", message=_APPEND_ONLY),
+    RowProtection("ledger_posting_no_delete", "ledger_posting", "DELETE", message=_APPEND_ONLY),
+]

@@ -9,6 +9,7 @@ a mistaken payment is reversed (a new journal entry), not edited.
 from django.db import models
 
 from wavu.billing.models import Invoice
+from wavu.core.db import RowProtection
 from wavu.customers.models import Customer
 
 AMOUNT = {"max_digits": 14, "decimal_places": 2}
@@ -112,3 +113,23 @@ class Refund(models.Model):
 
     def __str__(self):
         return f"refund {self.reference} {self.amount}"
+
+
+# Database triggers (installed after every migrate, see core/db.py): receipts are immutable.
+_PAYMENT_FROZEN = (
+    "method", "source", "reference", "amount", "currency", "received_at", "recorded_at",
+    "payer_name", "payer_phone", "account_reference", "recorded_by",
+)  # fmt: skip
+_ALLOCATIONS = "immutable: allocations are append-only"
+ROW_PROTECTIONS = [
+    RowProtection("payment_receipt_frozen", "payments_payment", "UPDATE", changed=_PAYMENT_FROZEN,
+                  message="immutable: a recorded payment cannot be changed; reverse it"),
+    RowProtection("payment_customer_set_once", "payments_payment", "UPDATE", "OLD.customer_id IS NOT NULL",
+                  ("customer_id",), "immutable: a matched payment cannot move to another customer; reverse it"),
+    RowProtection("payment_no_delete", "payments_payment", "DELETE",
+                  message="immutable: a payment cannot be deleted; reverse it"),
+    RowProtection("allocation_no_update", "payments_allocation", "UPDATE", message=_ALLOCATIONS),
+    RowProtection("allocation_no_delete", "payments_allocation", "DELETE", message=_ALLOCATIONS),
+    RowProtection("refund_no_update", "payments_refund", "UPDATE", message="immutable: a refund cannot be changed"),
+    RowProtection("refund_no_delete", "payments_refund", "DELETE", message="immutable: a refund cannot be deleted"),
+]  # fmt: skip

@@ -1,7 +1,5 @@
 from django.db import migrations
 
-from wavu.core.db import ProtectRows
-
 
 def install_chart(apps, schema_editor):
     from wavu.ledger.accounts import CHART
@@ -12,15 +10,7 @@ def install_chart(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+    """The chart of accounts. (Append-only triggers are declared in ledger.models.ROW_PROTECTIONS.)"""
+
     dependencies = [("ledger", "0001_initial")]
-    operations = [
-        migrations.RunPython(install_chart, migrations.RunPython.noop),
-        ProtectRows("ledger_entry_no_update", "ledger_journalentry", "UPDATE",
-                    message="immutable: journal entries are append-only; post a reversal"),
-        ProtectRows("ledger_entry_no_delete", "ledger_journalentry", "DELETE",
-                    message="immutable: journal entries are append-only; post a reversal"),
-        ProtectRows("ledger_posting_no_update", "ledger_posting", "UPDATE",
-                    message="immutable: postings are append-only; post a reversal"),
-        ProtectRows("ledger_posting_no_delete", "ledger_posting", "DELETE",
-                    message="immutable: postings are append-only; post a reversal"),
-    ]
+    operations = [migrations.RunPython(install_chart, migrations.RunPython.noop)]

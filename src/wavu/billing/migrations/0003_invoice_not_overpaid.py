@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0003_issued_records_immutable'),
+        ('billing', '0002_initial'),
         ('customers', '0001_initial'),
         ('subscriptions', '0001_initial'),
     ]
