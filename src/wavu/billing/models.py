@@ -8,6 +8,7 @@ through a full credit note.
 """
 
 from django.db import models
+from django.db.models.functions import Round
 
 from wavu.catalog.models import AddOn, Plan
 from wavu.core.db import RowProtection
@@ -16,6 +17,12 @@ from wavu.customers.models import Customer
 from wavu.subscriptions.models import Subscription
 
 AMOUNT = {"max_digits": 14, "decimal_places": 2}
+
+
+def _cents(expression):
+    """Sums in check constraints are rounded to the cent: SQLite keeps decimals as binary floats,
+    where 2154.45 + 430.89 + 413.66 is not 2999.00. On PostgreSQL (exact numeric) it changes nothing."""
+    return Round(expression, 2)
 
 
 class Invoice(models.Model):
@@ -80,7 +87,7 @@ class Invoice(models.Model):
                 name="invoice_settlement_not_negative",
             ),
             models.CheckConstraint(
-                condition=models.Q(total__gte=models.F("amount_paid") + models.F("amount_credited")),
+                condition=models.Q(total__gte=_cents(models.F("amount_paid") + models.F("amount_credited"))),
                 name="invoice_not_overpaid",
             ),
         ]
@@ -132,7 +139,7 @@ class InvoiceLine(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["invoice", "position"], name="invoiceline_unique_position"),
             models.CheckConstraint(
-                condition=models.Q(gross=models.F("net") + models.F("excise") + models.F("vat")),
+                condition=models.Q(gross=_cents(models.F("net") + models.F("excise") + models.F("vat"))),
                 name="invoiceline_parts_add_up",
             ),
         ]
@@ -179,7 +186,7 @@ class CreditNoteLine(models.Model):
         constraints = [
             models.CheckConstraint(condition=models.Q(gross__gt=0), name="creditline_positive"),
             models.CheckConstraint(
-                condition=models.Q(gross=models.F("net") + models.F("excise") + models.F("vat")),
+                condition=models.Q(gross=_cents(models.F("net") + models.F("excise") + models.F("vat"))),
                 name="creditline_parts_add_up",
             ),
         ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from django.db.models import F, QuerySet
+from dataclasses import dataclass
+from decimal import Decimal
 
-from .models import Invoice
+from django.db.models import F, QuerySet, Sum
+
+from .models import CreditNoteLine, Invoice
 
 OPEN_STATUSES = (Invoice.Status.ISSUED, Invoice.Status.PARTIALLY_PAID)
 
@@ -16,3 +19,60 @@ def open_invoices(customer_id: int) -> QuerySet[Invoice]:
         .filter(total__gt=F("amount_paid") + F("amount_credited"))
         .order_by("issue_date", "issued_at", "id")
     )
+
+
+@dataclass(frozen=True)
+class TaxRow:
+    """One row of an invoice's tax table: the lines of one eTIMS band at one pair of rates."""
+
+    band: str
+    vat_rate: Decimal
+    excise_rate: Decimal
+    net: Decimal
+    excise: Decimal
+    vat: Decimal
+    gross: Decimal
+
+    @property
+    def vat_taxable(self) -> Decimal:
+        """VAT is charged on the excise-inclusive value."""
+        return self.net + self.excise
+
+    @property
+    def vat_percent(self) -> Decimal:
+        return (self.vat_rate * 100).normalize()
+
+    @property
+    def excise_percent(self) -> Decimal:
+        return (self.excise_rate * 100).normalize()
+
+
+def tax_summary(lines) -> list[TaxRow]:
+    """Group invoice or credit-note lines by band and rates (what an invoice must show per rate).
+
+    `lines` are InvoiceLine rows, or (CreditNoteLine, InvoiceLine) pairs for a credit note.
+    """
+    groups: dict[tuple, list[Decimal]] = {}
+    for item in lines:
+        amounts, rated = (item[0], item[1]) if isinstance(item, tuple) else (item, item)
+        key = (rated.tax_band, rated.vat_rate, rated.excise_rate)
+        acc = groups.setdefault(key, [Decimal(0)] * 4)
+        acc[0] += amounts.net
+        acc[1] += amounts.excise
+        acc[2] += amounts.vat
+        acc[3] += amounts.gross
+    return [
+        TaxRow(band, vat_rate, excise_rate, *sums)
+        for (band, vat_rate, excise_rate), sums in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
+    ]
+
+
+def credited_per_line(invoice: Invoice) -> dict[int, Decimal]:
+    """Gross already credited on each line of `invoice` (line id → amount)."""
+    rows = (
+        CreditNoteLine.objects.filter(invoice_line__invoice=invoice)
+        .values("invoice_line")
+        .annotate(gross=Sum("gross"))
+        .values_list("invoice_line", "gross")
+    )
+    return {line_id: gross for line_id, gross in rows}

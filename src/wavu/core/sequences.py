@@ -6,6 +6,7 @@ is held until commit, so concurrent issuers queue, and a rollback gives the numb
 """
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 
 from .models import Sequence
 
@@ -24,3 +25,17 @@ def next_value(name: str, start: int = 1) -> int:
     value = row.next_value
     Sequence.objects.filter(pk=row.pk).update(next_value=value + 1)
     return value
+
+
+def next_values(name: str, count: int, start: int = 1) -> range:
+    """Reserve `count` consecutive values in one step (bulk imports, demo seeding).
+
+    Same rules as `next_value`: call it inside the transaction that uses the numbers; the row
+    stays locked until commit and a rollback gives the whole block back.
+    """
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    first = next_value(name, start)
+    if count > 1:
+        Sequence.objects.filter(name=name).update(next_value=F("next_value") + (count - 1))
+    return range(first, first + count)

@@ -80,8 +80,12 @@ class Supervisor:
             self.log("stopping…")
             return exit_code
         finally:
-            self.stop()
-            signal.signal(signal.SIGTERM, previous_term)
+            previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan children
+            try:
+                self.stop()
+            finally:
+                signal.signal(signal.SIGINT, previous_int)
+                signal.signal(signal.SIGTERM, previous_term)
 
     def stop(self) -> None:
         running = [c for c in self.children if c.popen is not None and c.popen.poll() is None]

@@ -60,8 +60,9 @@ class Payment(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["method", "source", "reference"], name="payment_unique_receipt"),
             models.CheckConstraint(condition=models.Q(amount__gt=0), name="payment_amount_positive"),
+            # A payment reversed straight out of suspense never had a customer.
             models.CheckConstraint(
-                condition=models.Q(status="unmatched") | models.Q(customer__isnull=False),
+                condition=models.Q(status__in=["unmatched", "reversed"]) | models.Q(customer__isnull=False),
                 name="payment_matched_has_customer",
             ),
         ]

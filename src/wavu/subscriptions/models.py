@@ -45,6 +45,9 @@ class Subscription(models.Model):
         blank=True,
         help_text="day of month a postpaid period starts (1–31; short months use their last day)",
     )
+    scheduled_start = models.DateTimeField(
+        null=True, blank=True, help_text="when the service is meant to start, e.g. the installation date"
+    )
     activated_at = models.DateTimeField(null=True, blank=True)
     current_period_start = models.DateTimeField(null=True, blank=True)
     current_period_end = models.DateTimeField(null=True, blank=True, db_index=True)

@@ -1,0 +1,124 @@
+"""`wavu demo`: everything a newcomer needs to see Wavu running, in one command.
+
+Steps: create the data folder (SQLite), migrate, seed a demo ISP when the database is empty, make
+sure the demo superuser and its API token exist, print the URLs and logins, then supervise the
+child processes (the web server today) until Ctrl-C. Later issues add the task worker and the
+local simulators by appending to `child_processes()`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection, transaction
+from rest_framework.authtoken.models import Token
+
+from wavu.catalog.models import Plan
+from wavu.customers.models import Customer
+from wavu.demo.processes import ChildProcess, Supervisor, wavu_command
+
+DEMO_USERNAME = "admin"
+DEMO_PASSWORD = "wavu-demo"
+DEMO_EMAIL = "admin@wavu.example"
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the Wavu demo: migrate, seed a demo ISP if the database is empty, ensure the demo superuser "
+        f"({DEMO_USERNAME} / {DEMO_PASSWORD}) and its API token, print URLs, then run the web server. "
+        "Ctrl-C stops everything."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000, help="web server port (default 8000)")
+        parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+        parser.add_argument(
+            "--customers", type=int, default=200, help="customers to seed when the database is empty (default 200)"
+        )
+        parser.add_argument("--seed", type=int, default=2024, help="random seed for the demo data (default 2024)")
+        parser.add_argument(
+            "--no-serve",
+            action="store_true",
+            help="prepare the database, user and token, print the logins, and exit without starting processes",
+        )
+
+    def handle(self, *args, **options):
+        self.prepare_database()
+        self.seed_if_empty(customers=options["customers"], seed=options["seed"])
+        token = self.ensure_demo_user()
+        base = f"http://{'127.0.0.1' if options['host'] in ('0.0.0.0', '::') else options['host']}:{options['port']}"
+        self.print_banner(base, token)
+        if options["no_serve"]:
+            return
+        code = Supervisor(self.child_processes(options), log=self.log).run()
+        if code:
+            raise CommandError(f"a demo process failed (exit code {code})")
+
+    # --- steps -----------------------------------------------------------------------------------
+
+    def prepare_database(self) -> None:
+        if connection.vendor == "sqlite":
+            name = settings.DATABASES["default"]["NAME"]
+            if name and str(name) != ":memory:" and not str(name).startswith("file:"):
+                Path(name).parent.mkdir(parents=True, exist_ok=True)
+        self.log(f"database: {describe_database()}")
+        call_command("migrate", interactive=False, verbosity=0)
+
+    def seed_if_empty(self, *, customers: int, seed: int) -> None:
+        if Customer.objects.exists() or Plan.objects.exists():
+            self.log("database already has data: not seeding (use a fresh database for new demo data)")
+            return
+        self.log(f"empty database: seeding a demo ISP with {customers} customers (seed {seed})…")
+        call_command("seed_demo", customers=customers, seed=seed, stdout=self.stdout)
+
+    def ensure_demo_user(self) -> str:
+        """Create the demo superuser once (an existing user keeps its password) and return its API token."""
+        User = get_user_model()
+        with transaction.atomic():
+            user = User.objects.filter(username=DEMO_USERNAME).first()
+            if user is None:
+                user = User.objects.create_superuser(DEMO_USERNAME, DEMO_EMAIL, DEMO_PASSWORD)
+                self.log(f"created superuser {DEMO_USERNAME}")
+            token, _ = Token.objects.get_or_create(user=user)
+        return token.key
+
+    def child_processes(self, options) -> list[ChildProcess]:
+        """The processes `wavu demo` supervises. Later issues append the worker and the simulators here."""
+        address = f"{options['host']}:{options['port']}"
+        return [
+            # --noreload: the supervisor owns the process (the autoreloader would fork a grandchild);
+            # --insecure: serve the admin's static files even with DEBUG off.
+            ChildProcess("web", wavu_command("runserver", address, "--noreload", "--insecure")),
+        ]
+
+    # --- output ----------------------------------------------------------------------------------
+
+    def print_banner(self, base: str, token: str) -> None:
+        lines = [
+            "",
+            "Wavu demo is ready.",
+            f"  Admin          {base}/admin/          user {DEMO_USERNAME}, password {DEMO_PASSWORD}",
+            f"  API            {base}/api/v1/",
+            f"  API docs       {base}/api/docs/",
+            f"  Health         {base}/healthz",
+            f"  API token      {token}",
+            f'  Try            curl -H "Authorization: Token {token}" {base}/api/v1/',
+            "  (an existing admin user keeps the password it had; Ctrl-C stops the demo)",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))
+
+    def log(self, message: str) -> None:
+        self.stdout.write(f"[demo] {message}")
+        self.stdout.flush()
+
+
+def describe_database() -> str:
+    db = settings.DATABASES["default"]
+    if connection.vendor == "sqlite":
+        return f"SQLite {db['NAME']}"
+    return f"{connection.vendor} {db.get('NAME')} on {db.get('HOST') or 'localhost'}"
