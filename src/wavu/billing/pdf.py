@@ -97,7 +97,9 @@ def invoice_context(invoice: Invoice) -> dict:
     if invoice.is_issued:
         net, excise, vat, total = invoice.net_total, invoice.excise_total, invoice.vat_total, invoice.total
     else:
-        net, excise, vat, total = (sum((getattr(ln, f) for ln in lines), Decimal(0)) for f in ("net", "excise", "vat", "gross"))
+        net, excise, vat, total = (
+            sum((getattr(ln, f) for ln in lines), Decimal(0)) for f in ("net", "excise", "vat", "gross")
+        )
     outstanding = total - invoice.amount_paid - invoice.amount_credited
     return {
         "title": "TAX INVOICE" if invoice.is_issued else "DRAFT INVOICE — NOT A TAX INVOICE",
@@ -123,7 +125,8 @@ def invoice_context(invoice: Invoice) -> dict:
                 "vat": money(ln.vat),
                 "gross": money(ln.gross),
                 "band": ln.tax_band,
-                "rates": f"VAT {percent(ln.vat_rate)}" + (f", excise {percent(ln.excise_rate)}" if ln.excise_rate else ""),
+                "rates": f"VAT {percent(ln.vat_rate)}"
+                + (f", excise {percent(ln.excise_rate)}" if ln.excise_rate else ""),
             }
             for ln in lines
         ],
@@ -147,7 +150,9 @@ def invoice_context(invoice: Invoice) -> dict:
 
 def credit_note_context(note: CreditNote) -> dict:
     invoice = note.invoice
-    pairs = [(cl, cl.invoice_line) for cl in note.lines.select_related("invoice_line").order_by("invoice_line__position")]
+    pairs = [
+        (cl, cl.invoice_line) for cl in note.lines.select_related("invoice_line").order_by("invoice_line__position")
+    ]
     return {
         "title": "CREDIT NOTE",
         "note": note,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import F, QuerySet, Sum
+from django.db.models import F, QuerySet
 
-from .models import CreditNoteLine, Invoice
+from .models import Invoice
 
 OPEN_STATUSES = (Invoice.Status.ISSUED, Invoice.Status.PARTIALLY_PAID)
 
@@ -38,14 +38,6 @@ class TaxRow:
         """VAT is charged on the excise-inclusive value."""
         return self.net + self.excise
 
-    @property
-    def vat_percent(self) -> Decimal:
-        return (self.vat_rate * 100).normalize()
-
-    @property
-    def excise_percent(self) -> Decimal:
-        return (self.excise_rate * 100).normalize()
-
 
 def tax_summary(lines) -> list[TaxRow]:
     """Group invoice or credit-note lines by band and rates (what an invoice must show per rate).
@@ -61,18 +53,5 @@ def tax_summary(lines) -> list[TaxRow]:
         acc[1] += amounts.excise
         acc[2] += amounts.vat
         acc[3] += amounts.gross
-    return [
-        TaxRow(band, vat_rate, excise_rate, *sums)
-        for (band, vat_rate, excise_rate), sums in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
-    ]
-
-
-def credited_per_line(invoice: Invoice) -> dict[int, Decimal]:
-    """Gross already credited on each line of `invoice` (line id → amount)."""
-    rows = (
-        CreditNoteLine.objects.filter(invoice_line__invoice=invoice)
-        .values("invoice_line")
-        .annotate(gross=Sum("gross"))
-        .values_list("invoice_line", "gross")
-    )
-    return {line_id: gross for line_id, gross in rows}
+    ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], -kv[0][2]))  # band, higher rates first
+    return [TaxRow(band, vat_rate, excise_rate, *sums) for (band, vat_rate, excise_rate), sums in ordered]

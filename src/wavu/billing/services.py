@@ -148,7 +148,9 @@ def _amount(value, field: str, currency: str, *, allow_zero: bool = True) -> Dec
     except InvalidAmount as exc:
         raise ValidationError({field: [str(exc)]}) from exc
     if amount != amount.quantize(quantum(currency)):
-        raise ValidationError({field: [f"{currency} amounts have at most {-quantum(currency).as_tuple().exponent} decimals"]})
+        raise ValidationError(
+            {field: [f"{currency} amounts have at most {-quantum(currency).as_tuple().exponent} decimals"]}
+        )
     if amount < 0 or (amount == 0 and not allow_zero):
         raise ValidationError({field: ["the amount must be positive" if not allow_zero else "the amount is negative"]})
     if abs(amount) >= Decimal("1e12"):
@@ -504,7 +506,9 @@ def invoice_subscription_period(
         raise ValidationError({"period_start": ["a billing period needs a start and an end"]})
     subscription = Subscription.objects.select_related("customer", "plan").get(pk=subscription.pk)
     with transaction.atomic():
-        invoice = create_draft_invoice(subscription.customer, subscription=subscription, period_start=start, period_end=end)
+        invoice = create_draft_invoice(
+            subscription.customer, subscription=subscription, period_start=start, period_end=end
+        )
         add_subscription_period_line(invoice, subscription, start, end)
         attached = (
             SubscriptionAddOn.objects.filter(subscription=subscription, started_at__lt=end)
@@ -573,17 +577,25 @@ def _spread(amount: Decimal, lefts: list[_LineLeft], currency: str) -> dict[int,
 
 
 def _credit_piece(left: _LineLeft, gross: Decimal, currency: str) -> tuple[Decimal, Decimal, Decimal]:
-    """Net, excise and VAT of crediting `gross` of a line, at the rates stored on the line.
+    """Net, excise and VAT of crediting `gross` more of a line, at the rates stored on the line.
 
-    Crediting the rest of a line takes exactly the rest of each part, so a line credited in
-    full (in one or several notes) reverses exactly the tax it charged.
+    Cumulative, so rounding never drifts: the line's credited total after this piece is split with
+    the line's rates, and the piece is that split minus the parts credited before. The pieces of a
+    line therefore always sum to the split of its credited total, each piece is non-negative (the
+    split is monotone in the gross), and crediting a line in full, in one note or several, reverses
+    exactly the net, excise and VAT it charged.
     """
-    if gross == left.gross and min(left.net, left.excise, left.vat) >= 0:
-        return left.net, left.excise, left.vat
     line = left.line
-    rates = Rates(tax_class=line.tax_class, vat=line.vat_rate, excise=line.excise_rate, band=line.tax_band)
-    split = split_gross(Money(gross, currency), rates)
-    return split.net.amount, split.excise.amount, split.vat.amount
+    after = line.gross - left.gross + gross
+    if after == line.gross:
+        target = (line.net, line.excise, line.vat)
+    else:
+        rates = Rates(tax_class=line.tax_class, vat=line.vat_rate, excise=line.excise_rate, band=line.tax_band)
+        split = split_gross(Money(after, currency), rates)
+        target = (split.net.amount, split.excise.amount, split.vat.amount)
+    done = (line.net - left.net, line.excise - left.excise, line.vat - left.vat)
+    net, excise, vat = (t - d for t, d in zip(target, done, strict=True))
+    return net, excise, vat
 
 
 def _requested_per_line(invoice: Invoice, lefts: list[_LineLeft], lines) -> dict[int, Decimal]:
@@ -594,7 +606,9 @@ def _requested_per_line(invoice: Invoice, lefts: list[_LineLeft], lines) -> dict
         try:
             items = [(item["line"], item.get("amount")) for item in lines]
         except (TypeError, KeyError) as exc:
-            raise ValidationError({"lines": ["give lines as {line id: amount} or [{'line': id, 'amount': ...}]"]}) from exc
+            raise ValidationError(
+                {"lines": ["give lines as {line id: amount} or [{'line': id, 'amount': ...}]"]}
+            ) from exc
     by_pk = {left.line.pk: left for left in lefts}
     wanted: dict[int, Decimal] = {}
     errors: list[str] = []
@@ -638,8 +652,9 @@ def issue_credit_note(invoice: Invoice, *, reason: str, amount=None, lines=None)
     - never more than what is left (total − already credited) in total or per line
       (`CreditExceedsInvoice` / `ValidationError`), and nothing is written when refused;
     - an amount is spread over the lines in proportion to what is left on each; each piece is
-      split with the rates stored on its invoice line (never today's), net + excise + VAT ==
-      gross per line, and crediting all that is left reverses exactly the tax charged;
+      split with the rates stored on its invoice line (never today's), cumulatively so that
+      rounding never drifts: net + excise + VAT == gross per line, and crediting all that is left
+      (at once or over several notes) reverses exactly the tax charged;
     - a gap-free number in the "CN" series, one balanced journal entry (Dr revenue, excise, VAT /
       Cr receivables), and `settle(credited_delta=…)`; the part of the credit above what was
       still outstanding is handed to `payments.services.release_allocations`, so money already

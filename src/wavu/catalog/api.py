@@ -138,10 +138,6 @@ class _CatalogViewSet(
         row = set_price(obj, data["amount"], valid_from=data.get("valid_from"), reason=data["reason"])
         return Response(PriceSerializer(row).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(exclude=True)
-    def update(self, request, *args, **kwargs):
-        return self.partial_update(request, *args, **kwargs)
-
 
 class PlanViewSet(_CatalogViewSet):
     """Plans: hotspot packages, prepaid and postpaid recurring plans, with their price history."""

@@ -139,10 +139,6 @@ class CustomerViewSet(
         services.update_customer(customer, **form.validated_data)
         return self._show(customer)
 
-    @extend_schema(exclude=True)
-    def update(self, request, *args, **kwargs):
-        return self.partial_update(request, *args, **kwargs)
-
     @extend_schema(
         parameters=[OpenApiParameter("reference", str, required=True, description="an account number as typed")],
         responses=CustomerSerializer,

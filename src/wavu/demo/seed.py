@@ -2,15 +2,15 @@
 
 Determinism: every random choice comes from one `random.Random(seed)`, drawn in a fixed order, so
 the same seed gives the same customers, plans, services, invoices, payments and credit notes.
-Dates are anchored to `clock.today()` (history ends "now"), so two runs on different days shift
-every date; two runs on the same day (or under a frozen clock) give identical data.
+Dates are anchored to `clock.today()`: the history ends at the start of today, so two runs on the
+same day give identical data, and a run on another day gives the same data shifted in time.
 
 How it writes:
 - the catalog through the catalog services;
-- customers and subscriptions in bulk (tens of thousands per second): account numbers are
-  reserved as one block of the `customer_account` sequence, every row is validated with the
-  customers service's cleaning rules, and each gets the audit row and lifecycle events that the
-  services would have written;
+- customers and subscriptions in bulk (about 2,000 customers a second with their services):
+  account numbers are reserved as one block of the `customer_account` sequence, every row is
+  validated with the customers service's cleaning rules, and each gets the audit row and
+  lifecycle events that the services would have written;
 - every financial record — invoices, credit notes, payments, allocations, refunds, reversals —
   through the billing and payments services, replayed in time order under a simulated clock, so
   the ledger balances and invoice and credit-note numbers are gap-free exactly as in production.
@@ -48,10 +48,11 @@ from wavu.core.tax import TaxClass
 from wavu.customers.models import Customer
 from wavu.customers.services import ACCOUNT_SEQUENCE, ACCOUNT_SEQUENCE_START, clean_customer_data
 from wavu.ledger import selectors as ledger_selectors
+from wavu.payments import selectors as payment_selectors
 from wavu.payments import services as payments
 from wavu.payments.models import Method, Payment, Refund
 from wavu.subscriptions.models import LifecycleEvent, Status, Subscription, SubscriptionAddOn
-from wavu.subscriptions.periods import period_for
+from wavu.subscriptions.periods import next_billing_date, period_for
 from wavu.subscriptions.services import PASSWORD_ALPHABET, PASSWORD_LENGTH
 
 from . import data
@@ -219,6 +220,8 @@ PREPAID_STATUS = (
     (Status.PAUSED, 3),
     (Status.CANCELLED, 6),
 )
+SHOWCASE_POSTPAID = (Status.SUSPENDED, Status.PAUSED, Status.CANCELLED)
+SHOWCASE_PREPAID = (Status.EXPIRED, Status.SUSPENDED)
 # How customers pay a postpaid invoice (weights).
 PAYERS = (("prompt", 58), ("late", 16), ("partial", 9), ("advance", 7), ("roundup", 10))
 
@@ -261,7 +264,7 @@ class ServicePlan:
     current_start: dt.datetime | None = None
     current_end: dt.datetime | None = None
     ended_at: dt.datetime | None = None  # when it became suspended/paused/cancelled/expired
-    events: list[tuple] = field(default_factory=list)  # (at, kind, from, to, reason)
+    events: list[tuple] = field(default_factory=list)  # lifecycle: (at, kind, from, to, reason, add-on codes)
     pk: int | None = None
 
 
@@ -300,7 +303,7 @@ class Summary:
             f"  invoices       {self.invoices}, KES {self.invoiced:,.2f}",
             f"  credit notes   {self.credit_notes}, KES {self.credited:,.2f}",
             f"  payments       {sum(self.payments.values())} ({pays}), KES {self.received:,.2f}",
-            f"                 {self.reversed} reversed (returned cheques), {self.refunds} refunds, "
+            f"                 {self.reversed} reversed (returned cheques), {self.refunds} refund(s), "
             f"{self.unmatched} left unmatched in suspense",
             f"  receivables    KES {self.receivable:,.2f} owed; KES {self.customer_credit:,.2f} customer credit",
             f"  ledger         {'balanced' if self.balanced else 'NOT BALANCED'}",
@@ -359,7 +362,9 @@ class DemoSeeder:
         self.events: list[tuple] = []  # (at, seq, kind, payload)
         self._seq = 0
         self._phones: set[str] = set()
-        self._serial = Counter()
+        self._serial = Counter()  # payments planned, per method
+        self._showcased = Counter()
+        self._receipts = Counter()  # receipt references given out while replaying, per method
         self._next_ip = 10
         self.summary = Summary(history_from=self.history_start.date(), history_to=self.today)
 
@@ -507,7 +512,7 @@ class DemoSeeder:
 
     def _static_ip(self) -> str:
         address = str(STATIC_IP_POOL.network_address + self._next_ip)
-        self._next_ip += 1 if self._next_ip % 256 != 254 else 12  # skip .255/.0/.1 of each /24
+        self._next_ip += 1 if self._next_ip % 256 != 254 else 12  # hosts .10–.254 of each /24
         return address
 
     def plan_services(self) -> None:
@@ -536,6 +541,12 @@ class DemoSeeder:
         rng = self.rng
         postpaid = spec.kind == Plan.Kind.POSTPAID
         status = _weighted(rng, POSTPAID_STATUS if postpaid else PREPAID_STATUS)
+        # The oldest services take each status once, so that even a small demo shows them all.
+        showcase = SHOWCASE_POSTPAID if postpaid else SHOWCASE_PREPAID
+        seen = self._showcased[spec.kind]
+        if seen < len(showcase):
+            status = showcase[seen]
+            self._showcased[spec.kind] += 1
         created = customer.joined + dt.timedelta(minutes=rng.randrange(5, 90))
         if created >= self.now - dt.timedelta(days=10) and rng.random() < 0.6:
             status = Status.PENDING  # signed up in the last days, waiting for installation
@@ -574,6 +585,18 @@ class DemoSeeder:
         periods = []
         start = activated
         stub = self._plan_stub(spec)
+        jump = self.history_start - dt.timedelta(days=100)
+        if activated < jump:
+            # Long-standing service: its periods before the history window are never looked at, so
+            # start counting shortly before it (a postpaid period starts on the billing day; a prepaid
+            # one at the customer's usual time of day).
+            if postpaid:
+                start = next_billing_date(jump, service.anchor_day)
+            else:
+                local = clock.local(activated)
+                start = clock.start_of_day(clock.local(jump).date()) + dt.timedelta(
+                    hours=local.hour, minutes=local.minute
+                )
         while start < self.now:
             start, end = period_for(stub, start, service.anchor_day)
             periods.append((start, end))
@@ -589,7 +612,7 @@ class DemoSeeder:
                 continue  # before the history window
             last = period_number == len(billed) - 1
             if postpaid:
-                self._plan_postpaid_period(index, number, period_number, p_start, payer, method, last=last)
+                self._plan_postpaid_period(index, number, period_number, p_start, p_end, payer, method, last=last)
             else:
                 self._plan_prepaid_period(index, number, period_number, p_start, p_end, method)
         if stopped:
@@ -600,6 +623,8 @@ class DemoSeeder:
         return Plan(kind=spec.kind, validity_unit=spec.unit, validity_count=spec.count)
 
     def _payment_method(self, business: bool) -> str:
+        # Manual channels only for now. When the M-Pesa channel exists, most individuals and every hotspot
+        # purchase should pay through it (paybill with the account number), as they do in Kenya.
         if business:
             return _weighted(self.rng, ((Method.BANK_TRANSFER, 55), (Method.CHEQUE, 40), (Method.CASH, 5)))
         return _weighted(self.rng, ((Method.BANK_TRANSFER, 40), (Method.CASH, 52), (Method.CHEQUE, 8)))
@@ -626,7 +651,7 @@ class DemoSeeder:
         self._plan_payment(index, method, ("fixed", amount), pay_at)
         self._event(issue_at, "invoice", (number, p_start, p_end, ("inv", number, period_number)))
 
-    def _plan_postpaid_period(self, index, number, period_number, p_start, payer, method, *, last) -> None:
+    def _plan_postpaid_period(self, index, number, period_number, p_start, p_end, payer, method, *, last) -> None:
         """Postpaid: invoiced at the start of the period (billing run in the morning), paid as the customer pays."""
         rng = self.rng
         service = self.services[number]
@@ -634,7 +659,6 @@ class DemoSeeder:
         issue_at = p_start + dt.timedelta(hours=6, minutes=rng.randrange(0, 50), seconds=rng.randrange(60))
         if issue_at >= self.now:
             return
-        _, p_end = period_for(self._plan_stub(service.plan), p_start, service.anchor_day)
         self._event(issue_at, "invoice", (number, p_start, p_end, key))
         if service.status == Status.SUSPENDED and last:
             return  # the unpaid invoice that got the service suspended
@@ -655,25 +679,35 @@ class DemoSeeder:
         if rng.random() < 0.025:
             self._plan_credit(key, issue_at)
 
-    def _reference(self, method: str, at: dt.datetime, rng: random.Random) -> tuple[str, str, int]:
-        """(reference, notes, serial) of a receipt: unique per method, looking like the real thing."""
+    def _payment_notes(self, method: str, rng: random.Random) -> tuple[str, tuple]:
+        """(notes, key) of a payment being planned; its reference is given when it is recorded."""
         self._serial[method] += 1
-        serial = self._serial[method]
-        local = clock.local(at)
         if method == Method.BANK_TRANSFER:
-            return f"FT{local:%y}{local.timetuple().tm_yday:03d}{serial:06d}", f"{rng.choice(BANKS)} transfer", serial
+            notes = f"{rng.choice(BANKS)} transfer"
+        elif method == Method.CHEQUE:
+            notes = f"{rng.choice(BANKS)} cheque"
+        else:
+            notes = "Cash at the " + rng.choice(("Nairobi office", "branch office", "agent shop"))
+        return notes, ("pay", method, self._serial[method])
+
+    def _receipt_reference(self, method: str) -> str:
+        """The next receipt reference of a method, in the order money arrives (receipt books, bank
+        statement lines and cheque registers run in time order)."""
+        self._receipts[method] += 1
+        serial = self._receipts[method]
+        local = clock.local(clock.now())
+        if method == Method.BANK_TRANSFER:
+            return f"FT{local:%y}{local.timetuple().tm_yday:03d}{serial:06d}"
         if method == Method.CHEQUE:
-            return f"CHQ{serial:06d}", f"{rng.choice(BANKS)} cheque no. {rng.randrange(100000, 999999)}", serial
-        place = rng.choice(("Nairobi office", "branch office", "agent shop"))
-        return f"RCT-{serial:06d}", f"Cash at the {place}", serial
+            return f"CHQ{serial:06d}"
+        return f"RCT-{serial:06d}"
 
     def _plan_payment(self, index: int, method: str, amount_spec: tuple, at: dt.datetime) -> None:
         if at >= self.now:
             return
         rng = self.rng
-        reference, notes, serial = self._reference(method, at, rng)
-        pay_key = ("pay", method, serial)
-        self._event(at, "payment", (index, method, reference, amount_spec, notes, pay_key))
+        notes, pay_key = self._payment_notes(method, rng)
+        self._event(at, "payment", (index, method, amount_spec, notes, pay_key))
         if method == Method.CHEQUE and rng.random() < 0.06:
             bounce_at = at + dt.timedelta(days=rng.randrange(3, 8))
             if bounce_at < self.now:
@@ -719,8 +753,9 @@ class DemoSeeder:
         at = max(at, service.activated + dt.timedelta(minutes=1))
         service.events.append((at, change[0], Status.ACTIVE, change[1], change[2], None))
         service.ended_at = at
-        if status == Status.CANCELLED and prepaid is False and rng.random() < 0.5:
-            self._event(at + dt.timedelta(days=3, hours=2), "refund", (service.customer,))
+        refund_at = at + dt.timedelta(days=3, hours=2)
+        if status == Status.CANCELLED and not prepaid and rng.random() < 0.5 and refund_at < self.now:
+            self._event(refund_at, "refund", (service.customer,))
 
     def _plan_hotspot(self, index: int, customer: CustomerPlan, spec: PlanSpec) -> None:
         """A hotspot user: buys the same package again and again (cash at the shop until M-Pesa arrives)."""
@@ -780,7 +815,7 @@ class DemoSeeder:
             at = self.history_start + dt.timedelta(seconds=rng.randrange(window))
             index = rng.randrange(len(self.customers))
             customer = self.customers[index]
-            reference, notes, serial = self._reference(Method.BANK_TRANSFER, at, rng)
+            notes, pay_key = self._payment_notes(Method.BANK_TRANSFER, rng)
             typed = rng.choice(
                 (
                     "SCHOOL FEES",
@@ -791,10 +826,7 @@ class DemoSeeder:
                 )
             )
             amount = Decimal(rng.choice((1000, 2500, 3500, 5000)))
-            pay_key = ("pay", Method.BANK_TRANSFER, serial)
-            self._event(
-                at, "suspense", (index, reference, amount, typed, notes + ", account reference not recognised", pay_key)
-            )
+            self._event(at, "suspense", (index, amount, typed, notes + ", account reference not recognised", pay_key))
             match_at = at + dt.timedelta(days=rng.randrange(1, 10), hours=rng.randrange(1, 8))
             if match_at < self.now and rng.random() < 0.7:
                 self._event(match_at, "match", (pay_key, index, "customer called with the bank slip"))
@@ -985,14 +1017,14 @@ class DemoSeeder:
             return _round_to(total, spec[2], ROUND_CEILING)
         return max(_round_to(total * spec[2], 50, ROUND_FLOOR), Decimal("50.00"))
 
-    def _do_payment(self, index: int, method: str, reference: str, amount_spec: tuple, notes: str, key) -> None:
+    def _do_payment(self, index: int, method: str, amount_spec: tuple, notes: str, key) -> None:
         amount = self._amount(amount_spec)
         if amount is None:
             return
         customer = self.customers[index]
         payment, _created = payments.record_manual_payment(
             method=method,
-            reference=reference,
+            reference=self._receipt_reference(method),
             amount=amount,
             customer=Customer(pk=customer.pk),
             received_at=clock.now(),
@@ -1002,10 +1034,10 @@ class DemoSeeder:
         )
         self.payment_ids[key] = payment.pk
 
-    def _do_suspense(self, index: int, reference: str, amount: Decimal, typed: str, notes: str, key) -> None:
+    def _do_suspense(self, index: int, amount: Decimal, typed: str, notes: str, key) -> None:
         payment, _created = payments.record_manual_payment(
             method=Method.BANK_TRANSFER,
-            reference=reference,
+            reference=self._receipt_reference(Method.BANK_TRANSFER),
             amount=amount,
             customer=None,
             received_at=clock.now(),
@@ -1042,20 +1074,15 @@ class DemoSeeder:
 
     def _do_refund(self, index: int) -> None:
         """A customer who cancelled gets unused credit back, if they have any."""
-        customer_id = self.customers[index].pk
-        for payment in Payment.objects.filter(customer_id=customer_id, status=Payment.Status.RECEIVED).order_by(
-            "-received_at", "-pk"
-        ):
-            if payment.unallocated > 0:
-                self._serial["refund"] += 1
-                payments.refund_payment(
-                    payment,
-                    amount=payment.unallocated,
-                    method=Method.BANK_TRANSFER,
-                    reference=f"RF{self._serial['refund']:06d}",
-                    reason="Service cancelled: unused credit paid back",
-                )
-                return
+        for payment in payment_selectors.payments_with_credit(self.customers[index].pk):
+            self._receipts["refund"] += 1
+            payments.refund_payment(
+                payment,
+                amount=payment.unallocated,
+                method=Method.BANK_TRANSFER,
+                reference=f"RF{self._receipts['refund']:06d}",
+                reason="Service cancelled: unused credit paid back",
+            )
 
     # -- the summary --
 

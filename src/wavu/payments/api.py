@@ -112,7 +112,7 @@ class ManualPaymentSerializer(serializers.Serializer):
     notes = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
 
 
-class ReasonSerializer(serializers.Serializer):
+class PaymentReversalSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=300)
 
 
@@ -170,11 +170,11 @@ class PaymentViewSet(
         payment, created = services.record_manual_payment(**data)
         return self._show(payment, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
-    @extend_schema(request=ReasonSerializer, responses=PaymentSerializer)
+    @extend_schema(request=PaymentReversalSerializer, responses=PaymentSerializer)
     @action(detail=True, methods=["post"])
     def reverse(self, request, pk=None):
         """Undo a mistaken payment: its invoices re-open and its books are reversed. Once only."""
-        form = ReasonSerializer(data=request.data)
+        form = PaymentReversalSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         payment = services.reverse_payment(self.get_object(), reason=form.validated_data["reason"])
         return self._show(payment)

@@ -45,6 +45,7 @@ from wavu.ledger import accounts
 from wavu.ledger import services as ledger
 from wavu.ledger.models import JournalEntry
 
+from . import selectors
 from .models import MANUAL_METHODS, Allocation, Method, Payment, Refund
 
 SUPPORTED_CURRENCIES = ("KES",)
@@ -111,6 +112,8 @@ def _customer_id(customer) -> int | None:
     if customer is None:
         return None
     if isinstance(customer, Customer):
+        if customer.pk is None:
+            raise ValidationError({"customer": ["the customer is not saved yet"]})
         return customer.pk
     if isinstance(customer, int) and not isinstance(customer, bool):
         if not Customer.objects.filter(pk=customer).exists():
@@ -424,17 +427,11 @@ def apply_customer_credit(customer_id: int) -> list[Allocation]:
     made: list[Allocation] = []
     with transaction.atomic():
         _lock_customer(customer_id)
-        candidates = [
-            p.pk
-            for p in Payment.objects.filter(customer_id=customer_id, status=Payment.Status.RECEIVED)
-            .order_by("received_at", "pk")
-            .only("pk", "amount", "amount_allocated", "amount_refunded")
-            if p.unallocated > 0
-        ]
+        candidates = list(selectors.payments_with_credit(customer_id).values_list("pk", flat=True))
         if not candidates or not billing_selectors.open_invoices(customer_id).exists():
             return []
         locked = {p.pk: p for p in Payment.objects.select_for_update().filter(pk__in=candidates).order_by("pk")}
-        for payment_id in candidates:
+        for payment_id in candidates:  # oldest payment first; _allocate re-checks what is left in Decimal
             made.extend(_allocate(locked[payment_id]))
     return made
 

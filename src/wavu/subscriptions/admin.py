@@ -157,6 +157,9 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "updated_at",
     )
 
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []
+
     def get_form(self, request, obj=None, change=False, **kwargs):
         kwargs["form"] = SubscriptionChangeForm if obj is not None else SubscriptionAddForm
         return super().get_form(request, obj, change=change, **kwargs)

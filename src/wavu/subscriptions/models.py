@@ -1,6 +1,7 @@
 """Subscriptions: the service a customer takes, its lifecycle and its network credentials."""
 
 from django.db import models
+from django.db.models.functions import Lower
 
 from wavu.catalog.models import AddOn, Plan
 from wavu.customers.models import Customer
@@ -64,7 +65,9 @@ class Subscription(models.Model):
                 condition=models.Q(billing_anchor_day__isnull=True)
                 | models.Q(billing_anchor_day__gte=1, billing_anchor_day__lte=31),
                 name="subscription_anchor_day_range",
-            )
+            ),
+            # "John" and "john" would be one login to a person reading it out: one of them only.
+            models.UniqueConstraint(Lower("username"), name="subscription_username_unique_any_case"),
         ]
 
     def __str__(self):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.db.models import QuerySet
+from django.db.models.functions import Lower
 
 from wavu.catalog.models import Plan
 from wavu.core import clock
@@ -22,7 +23,12 @@ def find_by_username(username: str) -> Subscription | None:
     text = (username or "").strip()
     if not text:
         return None
-    return Subscription.objects.select_related("customer", "plan").filter(username__iexact=text).first()
+    return with_username(text).select_related("customer", "plan").first()
+
+
+def with_username(username: str) -> QuerySet[Subscription]:
+    """Services whose username equals `username` in any case (uses the LOWER(username) unique index)."""
+    return Subscription.objects.alias(lower_username=Lower("username")).filter(lower_username=username.lower())
 
 
 def due_to_expire(at: dt.datetime | None = None) -> QuerySet[Subscription]:

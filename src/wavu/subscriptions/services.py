@@ -32,6 +32,7 @@ from wavu.customers.models import Customer
 
 from .models import TRANSITIONS, LifecycleEvent, Status, Subscription, SubscriptionAddOn
 from .periods import period_for
+from .selectors import with_username
 
 # Lower-case letters and digits without the ones people confuse when reading a password out
 # over the phone or off an SMS: 0/o, 1/l/i.
@@ -108,7 +109,7 @@ def _clean_username(raw, *, exclude_pk=None) -> str:
             f"{raw!r} is not a valid username: 3–64 letters, digits, '.', '_', '@' or '-'.",
             "username_invalid",
         )
-    holder = Subscription.objects.filter(username__iexact=text).exclude(pk=exclude_pk).first()
+    holder = with_username(text).exclude(pk=exclude_pk).first()
     if holder is not None:
         raise _field_error("username", f"The username {text!r} is already in use.", "username_taken")
     return text
@@ -147,11 +148,11 @@ def _check_addon_available(addon: AddOn, at: dt.datetime) -> None:
 
 def _username_taken(candidate: str) -> bool:
     """A cheap pre-check; the unique constraint is the real guard (tests replace this to force races)."""
-    return Subscription.objects.filter(username__iexact=candidate).exists()
+    return with_username(candidate).exists()
 
 
 def _username_candidates(customer: Customer):
-    """`10009`, `10009-2`, `10009-3`…, starting after the services the customer already has."""
+    """`10008`, `10008-2`, `10008-3`…, starting after the services the customer already has."""
     index = Subscription.objects.filter(customer=customer).count() + 1
     for offset in range(MAX_USERNAME_ATTEMPTS):
         n = index + offset
@@ -280,7 +281,7 @@ def create_subscription(
     `addons` is a list of add-ons or (add-on, quantity) pairs; `start` is when the service is
     meant to start (e.g. the installation date; default now), used to check that the plan and
     add-ons have prices then. Without `username`, one is generated from the account number
-    (`10009`, then `10009-2`, … for further services), unique across the ISP: the unique
+    (`10008`, then `10008-2`, … for further services), unique across the ISP: the unique
     constraint is the guard and a collision (even with a concurrent request) moves on to the next
     candidate. A readable random password of 12 characters is generated.
 
@@ -317,7 +318,7 @@ def create_subscription(
             except IntegrityError as exc:
                 if fields["static_ip"] and Subscription.objects.filter(static_ip=fields["static_ip"]).exists():
                     raise _field_error("static_ip", f"{fields['static_ip']} is already assigned.", "ip_taken") from exc
-                if not Subscription.objects.filter(username__iexact=candidate).exists():
+                if not with_username(candidate).exists():
                     raise
                 if username is not None:
                     raise _field_error(
@@ -596,8 +597,6 @@ def change_plan(
             sub,
             "plan_changed",
             at=at,
-            from_status=sub.status,
-            to_status=sub.status,
             reason=reason,
             data={"from_plan": old_plan.code, "to_plan": new_plan.code},
         )

@@ -49,10 +49,25 @@ def subscription(customer, plan):
     return SubscriptionFactory(customer=customer, plan=plan)
 
 
-def attach_addon(subscription, *, name="Static IP", billing=AddOn.Billing.RECURRING, price="500.00", tax_class=None,
-                 quantity=1, started_at=None, ended_at=None, category=AddOn.Category.STATIC_IP):
-    addon = AddOnFactory(name=name, billing=billing, category=category, with_price=Decimal(price),
-                         **({"tax_class": tax_class} if tax_class else {}))
+def attach_addon(
+    subscription,
+    *,
+    name="Static IP",
+    billing=AddOn.Billing.RECURRING,
+    price="500.00",
+    tax_class=None,
+    quantity=1,
+    started_at=None,
+    ended_at=None,
+    category=AddOn.Category.STATIC_IP,
+):
+    addon = AddOnFactory(
+        name=name,
+        billing=billing,
+        category=category,
+        with_price=Decimal(price),
+        **({"tax_class": tax_class} if tax_class else {}),
+    )
     return SubscriptionAddOn.objects.create(
         subscription=subscription,
         addon=addon,

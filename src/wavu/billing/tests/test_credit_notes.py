@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wavu.billing import services
@@ -272,8 +272,9 @@ def test_money_released_by_a_credit_note_pays_the_customers_next_open_invoice(in
 @given(
     prices=st.lists(st.decimals(min_value="0.01", max_value="99999.99", places=2), min_size=1, max_size=4),
     classes=st.lists(st.sampled_from([TaxClass.INTERNET, TaxClass.STANDARD, TaxClass.EXEMPT]), min_size=4, max_size=4),
-    shares=st.lists(st.integers(min_value=1, max_value=99), max_size=3),
+    shares=st.lists(st.integers(min_value=1, max_value=99), max_size=5),
 )
+@example(prices=[Decimal("0.81")], classes=[TaxClass.INTERNET] * 4, shares=[76, 19, 71])  # once drifted by a cent
 def test_any_sequence_of_credits_adds_up_per_line_and_ends_exactly_at_the_invoice(
     december, customer, prices, classes, shares
 ):
@@ -287,11 +288,13 @@ def test_any_sequence_of_credits_adds_up_per_line_and_ends_exactly_at_the_invoic
             amount = (left * share / 100).quantize(Decimal("0.01"))
             if amount > 0:
                 services.issue_credit_note(invoice, reason="part", amount=amount)
-        services.void_invoice(invoice, "rest")
+        if invoice.status != Invoice.Status.VOID:  # small invoices may already be fully credited
+            services.void_invoice(invoice, "rest")
 
         for line in invoice.lines.all():
             pieces = list(CreditNoteLine.objects.filter(invoice_line=line))
             assert all(p.net + p.excise + p.vat == p.gross for p in pieces)
+            assert all(min(p.net, p.excise, p.vat) >= 0 for p in pieces)
             assert sum(p.gross for p in pieces) == line.gross
             assert (sum(p.net for p in pieces), sum(p.excise for p in pieces), sum(p.vat for p in pieces)) == (
                 line.net,

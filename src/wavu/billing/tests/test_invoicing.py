@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 import time_machine
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from wavu.billing import services
 from wavu.billing.models import Invoice, InvoiceLine
@@ -259,7 +261,9 @@ def test_a_subscription_is_invoiced_once_per_period(december, subscription):
 
 def test_a_price_change_after_issue_does_not_change_the_issued_invoice(december, subscription, plan):
     invoice = services.invoice_subscription_period(subscription, DEC_1, DEC_31)
-    PlanPrice.objects.create(plan=plan, amount=Decimal("3499.00"), valid_from=at(DEC_1, dt.time(12)), created_at=at(DEC_1))
+    PlanPrice.objects.create(
+        plan=plan, amount=Decimal("3499.00"), valid_from=at(DEC_1, dt.time(12)), created_at=at(DEC_1)
+    )
 
     invoice.refresh_from_db()
     assert invoice.total == Decimal("2999.00") and invoice.lines.get().unit_price == Decimal("2999.00")
@@ -350,3 +354,27 @@ def test_the_invoice_balance_shows_in_the_ledger_until_it_is_paid(december, subs
     assert invoice.status == Invoice.Status.PAID and invoice.outstanding == 0
     assert customer_balance(customer.pk) == Decimal("0.00")
     assert Posting.objects.filter(customer=customer).count() >= 3
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    unit_price=st.decimals(min_value="0.01", max_value="999999.99", places=2),
+    quantity=st.decimals(min_value="0.001", max_value="100", places=3),
+    tax_class=st.sampled_from(TaxClass.values),
+)
+def test_any_price_and_quantity_make_a_line_whose_parts_add_up_and_an_entry_that_balances(
+    december, customer, unit_price, quantity, tax_class
+):
+    with transaction.atomic():
+        draft = services.create_draft_invoice(customer)
+        line = services.add_one_off_line(
+            draft, description="Charge", unit_price=unit_price, quantity=quantity, tax_class=tax_class
+        )
+        assert line.gross == (unit_price * quantity).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        assert line.net + line.excise + line.vat == line.gross
+        if line.gross > 0:
+            invoice = services.issue_invoice(draft)
+            entry = invoice_entries(invoice).get()
+            assert sum(p.amount for p in entry.postings.all()) == 0
+            assert customer_balance(customer.pk) == line.gross
+        transaction.set_rollback(True)

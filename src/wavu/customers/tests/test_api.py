@@ -122,3 +122,13 @@ def test_the_api_needs_a_staff_user():
 
     assert response.status_code in (401, 403)
     assert "error" in response.json()
+
+
+def test_a_customer_search_costs_a_fixed_number_of_queries(api, django_assert_max_num_queries):
+    for i in range(20):
+        services.create_customer(name=f"Customer {i}", phone=f"07220001{i:02d}")
+
+    with django_assert_max_num_queries(3):
+        response = api.get("/api/v1/customers/", {"search": "customer"})
+
+    assert response.json()["count"] == 20

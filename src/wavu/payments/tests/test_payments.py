@@ -6,9 +6,11 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
+from wavu.billing import services as billing
 from wavu.billing.models import Invoice
 from wavu.core.errors import NotAllowed
 from wavu.core.models import AuditEvent
+from wavu.core.tax import TaxClass
 from wavu.ledger import accounts
 from wavu.ledger.models import JournalEntry, Posting
 from wavu.ledger.selectors import customer_balance, customer_credit, trial_balance
@@ -184,23 +186,45 @@ def test_a_payment_pays_the_oldest_invoice_first_and_the_rest_waits_as_credit():
     assert customer_credit(customer.pk) == 0
 
 
-def test_an_overpayment_becomes_credit_that_the_next_invoice_consumes():
+def issue(customer, amount):
+    """An invoice issued the way billing issues it (which lets existing credit pay it)."""
+    draft = billing.create_draft_invoice(customer)
+    billing.add_one_off_line(draft, description="Home Fibre 20 Mbps", unit_price=amount, tax_class=TaxClass.INTERNET)
+    return billing.issue_invoice(draft)
+
+
+def test_an_overpayment_becomes_credit_that_the_next_issued_invoice_consumes():
     customer = CustomerFactory()
-    issued_invoice(customer, "2500")
+    issue(customer, "2500")
     payment, _ = cash("RCPT-200", "3000", customer)
     assert customer_credit(customer.pk) == D("500.00")
     assert list(selectors.payments_with_credit(customer.pk)) == [payment]
 
-    next_month = issued_invoice(customer, "2500")
-    made = services.apply_customer_credit(customer.pk)
-    refresh(next_month, payment)
+    next_month = issue(customer, "2500")
+    payment.refresh_from_db()
 
-    assert [a.amount for a in made] == [D("500.00")]
     assert (next_month.amount_paid, next_month.status) == (D("500.00"), Invoice.Status.PARTIALLY_PAID)
     assert payment.unallocated == 0
     assert customer_credit(customer.pk) == 0
     assert customer_balance(customer.pk) == D("2000.00")
     assert services.apply_customer_credit(customer.pk) == []  # nothing left: calling again writes nothing
+    assert trial_balance()["balanced"]
+
+
+def test_crediting_a_paid_invoice_gives_the_money_back_as_credit_for_the_next_invoice():
+    customer = CustomerFactory()
+    wrong = issue(customer, "2999")
+    payment, _ = cash("RCPT-201", "2999", customer)
+
+    billing.issue_credit_note(wrong, reason="billed the wrong plan")
+    payment.refresh_from_db()
+    assert payment.amount_allocated == 0 and customer_credit(customer.pk) == D("2999.00")
+    assert customer_balance(customer.pk) == D("-2999.00")
+
+    right = issue(customer, "1999")
+    assert right.status == Invoice.Status.PAID
+    assert customer_credit(customer.pk) == D("1000.00")
+    assert trial_balance()["balanced"]
 
 
 def test_credit_is_applied_from_the_oldest_payment_first():

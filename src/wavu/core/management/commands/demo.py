@@ -17,9 +17,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from rest_framework.authtoken.models import Token
 
-from wavu.catalog.models import Plan
-from wavu.customers.models import Customer
 from wavu.demo.processes import ChildProcess, Supervisor, wavu_command
+from wavu.demo.seed import DEFAULT_MONTHS, database_is_empty
 
 DEMO_USERNAME = "admin"
 DEMO_PASSWORD = "wavu-demo"
@@ -41,6 +40,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--seed", type=int, default=2024, help="random seed for the demo data (default 2024)")
         parser.add_argument(
+            "--months",
+            type=int,
+            default=DEFAULT_MONTHS,
+            help=f"months of billing history to seed (default {DEFAULT_MONTHS})",
+        )
+        parser.add_argument(
             "--no-serve",
             action="store_true",
             help="prepare the database, user and token, print the logins, and exit without starting processes",
@@ -48,9 +53,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         self.prepare_database()
-        self.seed_if_empty(customers=options["customers"], seed=options["seed"])
+        self.seed_if_empty(customers=options["customers"], seed=options["seed"], months=options["months"])
         token = self.ensure_demo_user()
-        base = f"http://{'127.0.0.1' if options['host'] in ('0.0.0.0', '::') else options['host']}:{options['port']}"
+        base = f"http://{browser_host(options['host'])}:{options['port']}"
         self.print_banner(base, token)
         if options["no_serve"]:
             return
@@ -68,12 +73,12 @@ class Command(BaseCommand):
         self.log(f"database: {describe_database()}")
         call_command("migrate", interactive=False, verbosity=0)
 
-    def seed_if_empty(self, *, customers: int, seed: int) -> None:
-        if Customer.objects.exists() or Plan.objects.exists():
-            self.log("database already has data: not seeding (use a fresh database for new demo data)")
+    def seed_if_empty(self, *, customers: int, seed: int, months: int = DEFAULT_MONTHS) -> None:
+        if not database_is_empty():
+            self.log("the database already has data: not seeding (use a fresh database for new demo data)")
             return
-        self.log(f"empty database: seeding a demo ISP with {customers} customers (seed {seed})…")
-        call_command("seed_demo", customers=customers, seed=seed, stdout=self.stdout)
+        self.log(f"empty database: seeding a demo ISP with {customers} customers and {months} months of history…")
+        call_command("seed_demo", customers=customers, seed=seed, months=months, stdout=self.stdout)
 
     def ensure_demo_user(self) -> str:
         """Create the demo superuser once (an existing user keeps its password) and return its API token."""
@@ -88,7 +93,8 @@ class Command(BaseCommand):
 
     def child_processes(self, options) -> list[ChildProcess]:
         """The processes `wavu demo` supervises. Later issues append the worker and the simulators here."""
-        address = f"{options['host']}:{options['port']}"
+        host = options["host"]
+        address = f"[{host}]:{options['port']}" if ":" in host else f"{host}:{options['port']}"
         return [
             # --noreload: the supervisor owns the process (the autoreloader would fork a grandchild);
             # --insecure: serve the admin's static files even with DEBUG off.
@@ -122,3 +128,10 @@ def describe_database() -> str:
     if connection.vendor == "sqlite":
         return f"SQLite {db['NAME']}"
     return f"{connection.vendor} {db.get('NAME')} on {db.get('HOST') or 'localhost'}"
+
+
+def browser_host(host: str) -> str:
+    """The address to print for a listening address: a wildcard is reached via localhost; IPv6 needs brackets."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
+
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from wavu.demo.seed import DEFAULT_MONTHS, DatabaseNotEmpty, seed_demo
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
+def _whole_number(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
     return value
+
+
+def _positive(text: str) -> int:
+    return _whole_number(text, 1)
 
 
 def _not_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(text)
-    return value
+    return _whole_number(text, 0)
 
 
 class Command(BaseCommand):
@@ -50,6 +57,8 @@ class Command(BaseCommand):
                 self.stdout.write(message)
                 self.stdout.flush()
 
+        if "customers_customer" not in connection.introspection.table_names():
+            raise CommandError("the database has no tables yet: run `wavu migrate` first")
         try:
             summary = seed_demo(
                 customers=options["customers"], seed=options["seed"], months=options["months"], progress=progress
