@@ -135,6 +135,19 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Billing and subscriber management for Kenyan ISPs. Amounts are decimal strings in KES.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # One stable name per choice set, so generated clients get readable enum types.
+    "ENUM_NAME_OVERRIDES": {
+        "CustomerKindEnum": "wavu.customers.models.Customer.Kind",
+        "CustomerStatusEnum": "wavu.customers.models.Customer.Status",
+        "PlanKindEnum": "wavu.catalog.models.Plan.Kind",
+        "SubscriptionStatusEnum": "wavu.subscriptions.models.Status",
+        "InvoiceStatusEnum": "wavu.billing.models.Invoice.Status",
+        "InvoiceLineKindEnum": "wavu.billing.models.InvoiceLine.Kind",
+        "PaymentStatusEnum": "wavu.payments.models.Payment.Status",
+        "PaymentMethodEnum": "wavu.payments.models.Method",
+        "JournalEntryKindEnum": "wavu.ledger.models.JournalEntry.Kind",
+        "AccountTypeEnum": "wavu.ledger.models.Account.Type",
+    },
 }
 
 LOGGING = {

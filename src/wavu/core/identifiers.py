@@ -32,7 +32,7 @@ def damm_digit(digits: str) -> int:
 
 
 def make_account_number(sequence_value: int) -> str:
-    """Account number = the sequence value followed by its Damm check digit (e.g. 1000 → 10009)."""
+    """Account number = the sequence value followed by its Damm check digit (e.g. 1000 → 10008)."""
     base = str(int(sequence_value))
     return base + str(damm_digit(base))
 

@@ -33,6 +33,7 @@ class CustomerFactory(factory.django.DjangoModelFactory):
 class PlanFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Plan
+        skip_postgeneration_save = True
 
     code = factory.Sequence(lambda n: f"home-fibre-{n}")
     name = factory.Sequence(lambda n: f"Home Fibre {n}")
@@ -62,6 +63,7 @@ class PlanFactory(factory.django.DjangoModelFactory):
 class AddOnFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = AddOn
+        skip_postgeneration_save = True
 
     code = factory.Sequence(lambda n: f"static-ip-{n}")
     name = "Static IP"
