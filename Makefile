@@ -19,6 +19,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src conftest.py
+	env -u DATABASE_URL WAVU_VAR_DIR="$$(mktemp -d)" $(BIN)/wavu makemigrations --check --dry-run 2>/dev/null
 	$(MAKE) --no-print-directory test-sqlite
 	@if $(BIN)/python scripts/pg_reachable.py "$${DATABASE_URL:-$(PG_TEST_URL)}"; then \
 		$(MAKE) --no-print-directory test-postgres; \

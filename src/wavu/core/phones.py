@@ -1,4 +1,4 @@
-"""Kenyan mobile numbers, stored as 2547XXXXXXXX or 2541XXXXXXXX (the form Daraja expects).
+"""Kenyan mobile numbers, stored as 2547######## or 2541######## (# = digit) (the form Daraja expects).
 
 Parsing uses `phonenumbers` (never hand-parsing); accepted inputs include 0712 345 678, 712345678,
 +254712345678, 254712345678 and 0110 123 456.
@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 
 
 def normalize_msisdn(raw: str) -> str:
-    """Return the number as 254XXXXXXXXX or raise ValidationError with a clear message."""
+    """Return the number as 254 followed by nine digits or raise ValidationError with a clear message."""
     if raw is None or not str(raw).strip():
         raise ValidationError("Enter a phone number.", code="phone_required")
     text = re.sub(r"[\s\-().]", "", str(raw))

@@ -19,28 +19,7 @@ from . import selectors, services
 from .counties import canonical_county
 from .models import Customer
 
-READ_FIELDS = [
-    "id",
-    "account_number",
-    "kind",
-    "name",
-    "contact_person",
-    "phone",
-    "alt_phone",
-    "email",
-    "kra_pin",
-    "national_id",
-    "county",
-    "town",
-    "address",
-    "latitude",
-    "longitude",
-    "language",
-    "status",
-    "notes",
-    "created_at",
-    "updated_at",
-]
+READ_FIELDS = ["id", "account_number", *services.EDITABLE_FIELDS, "created_at", "updated_at"]
 
 
 class CustomerSerializer(serializers.ModelSerializer):

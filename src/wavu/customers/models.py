@@ -24,7 +24,7 @@ class Customer(models.Model):
     kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.INDIVIDUAL)
     name = models.CharField(max_length=160, help_text="full name, or the registered business name")
     contact_person = models.CharField(max_length=160, blank=True)
-    phone = models.CharField(max_length=12, db_index=True, help_text="2547XXXXXXXX or 2541XXXXXXXX")
+    phone = models.CharField(max_length=12, db_index=True, help_text="2547######## or 2541######## (# = digit)")
     alt_phone = models.CharField(max_length=12, blank=True)
     email = models.EmailField(blank=True)
     kra_pin = models.CharField("KRA PIN", max_length=11, blank=True, db_index=True)

@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
                 ('kind', models.CharField(choices=[('individual', 'Individual'), ('business', 'Business')], default='individual', max_length=12)),
                 ('name', models.CharField(help_text='full name, or the registered business name', max_length=160)),
                 ('contact_person', models.CharField(blank=True, max_length=160)),
-                ('phone', models.CharField(db_index=True, help_text='2547XXXXXXXX or 2541XXXXXXXX', max_length=12)),
+                ('phone', models.CharField(db_index=True, help_text='2547######## or 2541######## (# = digit)', max_length=12)),
                 ('alt_phone', models.CharField(blank=True, max_length=12)),
                 ('email', models.EmailField(blank=True, max_length=254)),
                 ('kra_pin', models.CharField(blank=True, db_index=True, max_length=11, verbose_name='KRA PIN')),
