@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from wavu.catalog.selectors import addon_price, plan_price
 from wavu.core import audit, clock
+from wavu.core.db import copy_field_values
 from wavu.core.errors import DomainError, ImmutableRecordError, NotAllowed
 from wavu.core.models import AuditEvent
 from wavu.core.money import InvalidAmount, Money, quantum, round_money, to_decimal
@@ -169,14 +170,6 @@ def _lock_customer_then_invoice(invoice: Invoice | int) -> Invoice:
     customer_id = Invoice.objects.filter(pk=pk).values_list("customer_id", flat=True).get()
     list(Customer.objects.select_for_update().filter(pk=customer_id).values_list("pk", flat=True))
     return _lock_invoice(pk)
-
-
-def _copy_into(target, source) -> None:
-    """Refresh a caller's instance with the committed values (callers keep using their object)."""
-    if target is source or not isinstance(target, type(source)):
-        return
-    for field in source._meta.concrete_fields:
-        setattr(target, field.attname, getattr(source, field.attname))
 
 
 def _buyer_address(customer: Customer) -> str:
@@ -487,7 +480,7 @@ def issue_invoice(invoice: Invoice, *, issue_date: dt.date | None = None) -> Inv
         audit.record(locked, AuditEvent.Action.ACTION, verb="issue_invoice")
         apply_customer_credit(locked.customer_id)
         locked.refresh_from_db()
-    _copy_into(invoice, locked)
+    copy_field_values(invoice, locked)
     return locked
 
 
@@ -745,7 +738,7 @@ def issue_credit_note(invoice: Invoice, *, reason: str, amount=None, lines=None)
         if excess > 0:
             apply_customer_credit(locked.customer_id)  # released money pays the customer's other open invoices
         audit.record(note, AuditEvent.Action.CREATE, verb="issue_credit_note", reason=reason)
-    _copy_into(invoice, locked)
+    copy_field_values(invoice, locked)
     return note
 
 

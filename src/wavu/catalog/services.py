@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from wavu.core import audit, clock
+from wavu.core.db import copy_field_values
 from wavu.core.errors import NotAllowed
 from wavu.core.models import AuditEvent
 from wavu.core.money import MINOR_UNITS, InvalidAmount, to_decimal
@@ -307,8 +308,7 @@ def _save_changes(instance, cleaned: dict, *, verb: str, reason: str):
             audit.record(
                 locked, AuditEvent.Action.UPDATE, before=before, after=audit.snapshot(locked), verb=verb, reason=reason
             )
-    for field in model._meta.concrete_fields:
-        setattr(instance, field.attname, getattr(locked, field.attname))
+    copy_field_values(instance, locked)
     return instance
 
 

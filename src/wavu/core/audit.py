@@ -102,5 +102,20 @@ def record(
     )
 
 
+def save_if_changed(instance: models.Model, before: dict, *, verb: str, reason: str = "") -> bool:
+    """Save `instance` and record one update event when it differs from the `before` snapshot.
+
+    Stamps `updated_at` when the model has one. A change that changes nothing writes nothing and
+    returns False. Runs in the caller's transaction (callers hold the row lock).
+    """
+    if snapshot(instance) == before:
+        return False
+    if hasattr(instance, "updated_at"):
+        instance.updated_at = clock.now()
+    instance.save()
+    record(instance, AuditEvent.Action.UPDATE, before=before, after=snapshot(instance), verb=verb, reason=reason)
+    return True
+
+
 def history(instance: models.Model):
     return AuditEvent.objects.filter(object_type=instance._meta.label_lower, object_id=str(instance.pk))

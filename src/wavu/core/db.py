@@ -61,6 +61,17 @@ class RowProtection:
         return [f"DROP TRIGGER IF EXISTS {self.name} ON {self.table};", f"DROP FUNCTION IF EXISTS {self.name}_fn();"]
 
 
+def copy_field_values(target, source) -> None:
+    """Give a caller's instance the values of the row a service locked and saved, so callers keep using
+    their own object. Also carries over related objects already loaded on `source`."""
+    if target is source or not isinstance(target, type(source)):
+        return
+    for field in source._meta.concrete_fields:
+        setattr(target, field.attname, getattr(source, field.attname))
+    for name, value in source._state.fields_cache.items():
+        target._state.fields_cache[name] = value
+
+
 def declared_row_protections() -> list[RowProtection]:
     found: list[RowProtection] = []
     for config in global_apps.get_app_configs():

@@ -16,6 +16,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 
 from wavu.core import audit, clock
+from wavu.core.db import copy_field_values
 from wavu.core.errors import NotAllowed
 from wavu.core.identifiers import make_account_number, normalize_kra_pin
 from wavu.core.models import AuditEvent
@@ -269,11 +270,6 @@ def _lock(customer: Customer) -> Customer:
     return Customer.objects.select_for_update().get(pk=customer.pk)
 
 
-def _refresh(target: Customer, source: Customer) -> None:
-    for field in Customer._meta.concrete_fields:
-        setattr(target, field.attname, getattr(source, field.attname))
-
-
 def update_customer(customer: Customer, *, reason: str = "", **changes) -> Customer:
     """Correct a customer's details (any of EDITABLE_FIELDS) as typed.
 
@@ -289,19 +285,8 @@ def update_customer(customer: Customer, *, reason: str = "", **changes) -> Custo
         before = audit.snapshot(locked)
         for field, value in cleaned.items():
             setattr(locked, field, value)
-        after = audit.snapshot(locked)
-        if after != before:
-            locked.updated_at = clock.now()
-            locked.save()
-            audit.record(
-                locked,
-                AuditEvent.Action.UPDATE,
-                before=before,
-                after=audit.snapshot(locked),
-                verb="update_customer",
-                reason=reason,
-            )
-    _refresh(customer, locked)
+        audit.save_if_changed(locked, before, verb="update_customer", reason=reason)
+    copy_field_values(customer, locked)
     return customer
 
 
@@ -336,5 +321,5 @@ def close_customer(customer: Customer, *, reason: str = "") -> Customer:
                 verb="close_customer",
                 reason=reason,
             )
-    _refresh(customer, locked)
+    copy_field_values(customer, locked)
     return customer

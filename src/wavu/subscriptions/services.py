@@ -26,6 +26,7 @@ from django.db import IntegrityError, transaction
 from wavu.catalog.models import AddOn, Plan
 from wavu.catalog.selectors import addon_price, plan_price
 from wavu.core import audit, clock
+from wavu.core.db import copy_field_values
 from wavu.core.errors import DomainError, NotAllowed
 from wavu.core.models import AuditEvent
 from wavu.customers.models import Customer
@@ -181,13 +182,6 @@ def _event(sub: Subscription, kind: str, *, at, from_status="", to_status="", re
 
 def _lock(subscription: Subscription) -> Subscription:
     return Subscription.objects.select_for_update(of=("self",)).select_related("plan").get(pk=subscription.pk)
-
-
-def _refresh(target: Subscription, source: Subscription) -> None:
-    for field in Subscription._meta.concrete_fields:
-        setattr(target, field.attname, getattr(source, field.attname))
-    if "plan" in source._state.fields_cache:
-        target.plan = source.plan
 
 
 def _iso(value):
@@ -438,7 +432,7 @@ def _change_status(
         kind = kind or _event_kind(from_status, to_status, new_period)
         _event(sub, kind, at=at, from_status=from_status, to_status=to_status, reason=reason, data=data)
         audit.record(sub, AuditEvent.Action.UPDATE, before=before, after=audit.snapshot(sub), verb=kind, reason=reason)
-    _refresh(subscription, sub)
+    copy_field_values(subscription, sub)
     return subscription
 
 
@@ -603,7 +597,7 @@ def change_plan(
         audit.record(
             sub, AuditEvent.Action.UPDATE, before=before, after=audit.snapshot(sub), verb="change_plan", reason=reason
         )
-    _refresh(subscription, sub)
+    copy_field_values(subscription, sub)
     return subscription
 
 
@@ -641,7 +635,7 @@ def change_credentials(
         if regenerate_password:
             changes["password"] = generate_password()
         if not changes:
-            _refresh(subscription, sub)
+            copy_field_values(subscription, sub)
             return subscription
         before = audit.snapshot(sub)
         for field, value in changes.items():
@@ -661,7 +655,7 @@ def change_credentials(
         audit.record(
             sub, AuditEvent.Action.UPDATE, before=before, after=after, verb="change_credentials", reason=reason
         )
-    _refresh(subscription, sub)
+    copy_field_values(subscription, sub)
     return subscription
 
 
@@ -677,16 +671,6 @@ def update_subscription(
             sub.notes = (notes or "").strip()
         if billing_anchor_day is not UNSET:
             sub.billing_anchor_day = clean_billing_anchor_day(billing_anchor_day, sub.plan)
-        if audit.snapshot(sub) != before:
-            sub.updated_at = clock.now()
-            sub.save()
-            audit.record(
-                sub,
-                AuditEvent.Action.UPDATE,
-                before=before,
-                after=audit.snapshot(sub),
-                verb="update_subscription",
-                reason=reason,
-            )
-    _refresh(subscription, sub)
+        audit.save_if_changed(sub, before, verb="update_subscription", reason=reason)
+    copy_field_values(subscription, sub)
     return subscription
