@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from wavu.core.admin import ReadOnlyInline
 from wavu.core.errors import DomainError
 
 from . import services
@@ -21,21 +22,6 @@ from .pdf import render_credit_note_pdf, render_invoice_pdf
 
 def _message(exc) -> str:
     return getattr(exc, "message", None) or "; ".join(getattr(exc, "messages", [str(exc)]))
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class InvoiceLineInline(ReadOnlyInline):

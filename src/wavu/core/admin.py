@@ -7,6 +7,29 @@ from .models import AuditEvent, Sequence, TaxRate
 from .services import add_tax_rate
 
 
+class ReadOnlyMixin:
+    """Posted records (financial records, audit events): viewable, never added, changed or deleted here."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    pass
+
+
+class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+
 @admin.register(TaxRate)
 class TaxRateAdmin(admin.ModelAdmin):
     list_display = ("tax_class", "kind", "rate", "valid_from", "source")
@@ -34,21 +57,12 @@ class TaxRateAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ("at", "actor_label", "source_ip", "action", "verb", "object_type", "object_repr")
     list_filter = ("action", "object_type", "verb")
     search_fields = ("object_repr", "object_id", "actor_label", "reason")
     date_hierarchy = "at"
     readonly_fields = [f.name for f in AuditEvent._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Sequence)

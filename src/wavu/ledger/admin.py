@@ -2,18 +2,9 @@
 
 from django.contrib import admin
 
+from wavu.core.admin import ReadOnlyAdmin, ReadOnlyInline
+
 from .models import Account, JournalEntry, Posting
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Account)
@@ -24,18 +15,10 @@ class AccountAdmin(ReadOnlyAdmin):
     readonly_fields = ("code", "name", "type", "is_customer_subledger")
 
 
-class PostingInline(admin.TabularInline):
+class PostingInline(ReadOnlyInline):
     model = Posting
     fields = ("account", "customer", "amount")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(JournalEntry)

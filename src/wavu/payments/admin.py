@@ -9,52 +9,24 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.template.response import TemplateResponse
 
+from wavu.core.admin import ReadOnlyAdmin, ReadOnlyInline
 from wavu.core.errors import DomainError
 
 from . import services
 from .models import Allocation, Payment, Refund
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Posted financial records: viewable, never added, changed or deleted here."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class AllocationInline(admin.TabularInline):
+class AllocationInline(ReadOnlyInline):
     model = Allocation
     fk_name = "payment"
     fields = ("invoice", "amount", "created_at", "reverses")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
-class RefundInline(admin.TabularInline):
+class RefundInline(ReadOnlyInline):
     model = Refund
     fields = ("amount", "method", "reference", "refunded_at", "reason", "recorded_by")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class ReverseForm(forms.Form):
