@@ -159,6 +159,15 @@ LOGGING = {
 }
 
 # --- Wavu business settings (the ISP's identity on invoices and how customers pay) ---
+def _optional_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else None
+
+
+def _int_list(name: str, default: str) -> list[int]:
+    return [int(part) for part in os.environ.get(name, default).split(",") if part.strip()]
+
+
 WAVU = {
     "CURRENCY": "KES",
     "ISP_NAME": os.environ.get("WAVU_ISP_NAME", "Wavu Demo Networks Ltd"),
@@ -169,4 +178,16 @@ WAVU = {
     "PAYBILL_NUMBER": os.environ.get("WAVU_PAYBILL_NUMBER", "123456"),
     "INVOICE_DUE_DAYS": int(os.environ.get("WAVU_INVOICE_DUE_DAYS", "7")),
     "CREDIT_NOTE_WINDOW_DAYS": int(os.environ.get("WAVU_CREDIT_NOTE_WINDOW_DAYS", "365")),
+    # Postpaid billing day for the whole ISP (1–31); empty: each service bills on the day it started.
+    "BILLING_DAY": _optional_int("WAVU_BILLING_DAY"),
+    # Dunning: reminders at these days from the due date (negative = before), then suspension
+    # after the grace period; a promise to pay holds suspension off for at most this many days.
+    "DUNNING_REMINDER_DAYS": _int_list("WAVU_DUNNING_REMINDER_DAYS", "-3,0,3"),
+    "DUNNING_GRACE_DAYS": int(os.environ.get("WAVU_DUNNING_GRACE_DAYS", "5")),
+    "PROMISE_TO_PAY_MAX_DAYS": int(os.environ.get("WAVU_PROMISE_TO_PAY_MAX_DAYS", "7")),
+    # Vacation hold: the longest pause (it resumes by itself then) and how many pauses a year.
+    "PAUSE_MAX_DAYS": int(os.environ.get("WAVU_PAUSE_MAX_DAYS", "90")),
+    "PAUSES_PER_YEAR": int(os.environ.get("WAVU_PAUSES_PER_YEAR", "2")),
+    # Subscriptions billed per transaction in a billing run.
+    "BILLING_BATCH_SIZE": int(os.environ.get("WAVU_BILLING_BATCH_SIZE", "500")),
 }

@@ -71,7 +71,10 @@ class Invoice(models.Model):
 
     class Meta:
         ordering = ["-issue_date", "-id"]
-        indexes = [models.Index(fields=["customer", "status", "issue_date"])]
+        indexes = [
+            models.Index(fields=["customer", "status", "issue_date"]),
+            models.Index(fields=["status", "due_date"], name="invoice_open_by_due_date"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["subscription", "period_start"],
@@ -193,6 +196,100 @@ class CreditNoteLine(models.Model):
 
     def __str__(self):
         return self.description
+
+
+class BillingRun(models.Model):
+    """One day's postpaid billing. Unique per day: running a day again resumes it (a crash, a
+    retry or a second worker continues where the last attempt stopped; nothing is billed twice,
+    because each invoice is unique on (subscription, period start))."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+
+    run_date = models.DateField(unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=1)
+    billed_count = models.PositiveIntegerField(default=0)
+    skipped_count = models.PositiveIntegerField(default=0)
+    flagged_count = models.PositiveIntegerField(default=0)
+    total_amount = models.DecimalField(**AMOUNT, default=0)
+    started_by = models.CharField(max_length=120)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-run_date"]
+
+    def __str__(self):
+        return f"billing run {self.run_date}"
+
+
+class BillingRunFlag(models.Model):
+    """A subscription a billing run could not bill, and why. The run skipped it and went on;
+    it stays due, so the next run tries again once staff fixed the cause."""
+
+    run = models.ForeignKey(BillingRun, on_delete=models.CASCADE, related_name="flags")
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="billing_flags")
+    code = models.CharField(max_length=40)
+    reason = models.CharField(max_length=300)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "subscription"], name="billingrunflag_once_per_run"),
+        ]
+
+    def __str__(self):
+        return f"{self.subscription_id}: {self.reason}"
+
+
+class DunningNotice(models.Model):
+    """One dunning step taken for an overdue invoice: a reminder at an offset from the due date,
+    or the suspension after the grace period. Unique per (invoice, stage), so a job that runs
+    twice never reminds or suspends twice."""
+
+    class Stage(models.TextChoices):
+        REMINDER = "reminder", "Reminder"
+        SUSPENSION = "suspension", "Suspension"
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="dunning_notices")
+    stage = models.CharField(max_length=12, choices=Stage.choices)
+    offset_days = models.SmallIntegerField(help_text="days after the due date (negative: before)")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["invoice", "offset_days", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "stage", "offset_days"], name="dunningnotice_once_per_step"),
+        ]
+
+    def __str__(self):
+        return f"{self.invoice_id} {self.stage} {self.offset_days:+d}"
+
+
+class PaymentPromise(models.Model):
+    """A promise to pay granted by staff: no suspension for this service's overdue debt until
+    `until`. At most one per subscription and billing period (database constraint)."""
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="payment_promises")
+    period_start = models.DateTimeField(help_text="the billing period the promise was granted in")
+    until = models.DateField()
+    reason = models.CharField(max_length=300)
+    granted_by = models.CharField(max_length=120)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["subscription", "period_start"], name="paymentpromise_once_per_period"),
+        ]
+
+    def __str__(self):
+        return f"{self.subscription_id} until {self.until}"
 
 
 # Database triggers (installed after every migrate, see core/db.py) that make issued records immutable.

@@ -27,11 +27,23 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+class SuspensionCause(models.TextChoices):
+    """Why a service is suspended: dunning lifts its own suspensions when the debt is cleared,
+    never one staff imposed."""
+
+    NONE = "", "Not suspended"
+    OVERDUE = "overdue", "Overdue invoice"
+    STAFF = "staff", "Suspended by staff"
+
+
 class Subscription(models.Model):
     """One service: customer + plan (+ add-ons), its status, period and RADIUS credentials.
 
     For prepaid and hotspot services `current_period_end` is the expiry; for postpaid it is the
-    next billing date. `username` is unique across the ISP (it is the PPPoE/hotspot login).
+    end of the period invoiced last (the next billing date). `next_bill_at` is the start of the
+    next postpaid period to invoice: the billing run picks services whose `next_bill_at` has come.
+    An active hotspot service whose plan starts at first login has no period until that login.
+    `username` is unique across the ISP (it is the PPPoE/hotspot login).
     """
 
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="subscriptions")
@@ -52,7 +64,22 @@ class Subscription(models.Model):
     activated_at = models.DateTimeField(null=True, blank=True)
     current_period_start = models.DateTimeField(null=True, blank=True)
     current_period_end = models.DateTimeField(null=True, blank=True, db_index=True)
+    next_bill_at = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="postpaid: start of the next period to invoice"
+    )
+    pending_plan = models.ForeignKey(
+        Plan,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="a downgrade waiting for the end of the current period",
+    )
+    pending_plan_at = models.DateTimeField(null=True, blank=True, help_text="when the pending plan takes over")
+    auto_renew = models.BooleanField(default=True, help_text="prepaid: renew from account credit at expiry")
+    suspension_cause = models.CharField(max_length=10, choices=SuspensionCause.choices, blank=True, default="")
     paused_at = models.DateTimeField(null=True, blank=True)
+    pause_until = models.DateTimeField(null=True, blank=True, help_text="a paused service resumes by itself then")
     cancelled_at = models.DateTimeField(null=True, blank=True)
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField()

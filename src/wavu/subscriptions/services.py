@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Iterable
 from contextlib import nullcontext
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
@@ -355,10 +356,15 @@ def _event_kind(from_status: str, to_status: str, new_period: bool) -> str:
 
 
 def _start_period(sub: Subscription, at: dt.datetime) -> dict:
+    """A new period from `at`. Postpaid: the anchor day defaults to the ISP's billing day, else the
+    local day of `at`; `next_bill_at` = `at`, so the next billing run invoices this first period
+    (prorated when it is shorter than a month)."""
     if sub.plan.kind == Plan.Kind.POSTPAID and sub.billing_anchor_day is None:
-        sub.billing_anchor_day = clock.local(at).day
+        sub.billing_anchor_day = settings.WAVU.get("BILLING_DAY") or clock.local(at).day
     start, end = period_for(sub.plan, at, sub.billing_anchor_day)
     sub.current_period_start, sub.current_period_end = start, end
+    if sub.plan.kind == Plan.Kind.POSTPAID:
+        sub.next_bill_at = start
     if sub.activated_at is None:
         sub.activated_at = at
     return {"period_start": _iso(start), "period_end": _iso(end)}
