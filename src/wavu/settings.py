@@ -158,6 +158,7 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
+
 # --- Wavu business settings (the ISP's identity on invoices and how customers pay) ---
 def _optional_int(name: str) -> int | None:
     value = os.environ.get(name, "").strip()
