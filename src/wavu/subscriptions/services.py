@@ -32,7 +32,7 @@ from wavu.core.errors import DomainError, NotAllowed
 from wavu.core.models import AuditEvent
 from wavu.customers.models import Customer
 
-from .models import TRANSITIONS, LifecycleEvent, Status, Subscription, SubscriptionAddOn
+from .models import TRANSITIONS, LifecycleEvent, Status, Subscription, SubscriptionAddOn, SuspensionCause
 from .periods import period_for
 from .selectors import with_username
 
@@ -373,6 +373,8 @@ def _start_period(sub: Subscription, at: dt.datetime) -> dict:
 def _apply_effects(sub: Subscription, from_status: str, to_status: str, at: dt.datetime, new_period: bool) -> dict:
     """The side effects of a status change on the subscription's own columns and add-ons."""
     data: dict = {}
+    if from_status == Status.SUSPENDED and to_status != Status.SUSPENDED:
+        sub.suspension_cause = SuspensionCause.NONE
     if to_status == Status.ACTIVE:
         if new_period or from_status in (Status.PENDING, Status.EXPIRED):
             data.update(_start_period(sub, at))
@@ -410,6 +412,7 @@ def _change_status(
     kind: str | None = None,
     new_period: bool = False,
     require_from: Iterable[str] | None = None,
+    cause: str = "",
 ) -> Subscription:
     if to_status not in Status.values:
         raise DomainError(
@@ -432,6 +435,9 @@ def _change_status(
         at = at or clock.now()
         before = audit.snapshot(sub)
         data = _apply_effects(sub, from_status, to_status, at, new_period)
+        if to_status == Status.SUSPENDED:
+            sub.suspension_cause = cause or SuspensionCause.STAFF
+            data["cause"] = sub.suspension_cause
         sub.status = to_status
         sub.updated_at = clock.now()
         sub.save()
@@ -475,9 +481,19 @@ def activate(
     return _change_status(subscription, Status.ACTIVE, reason=reason, actor=actor, at=at, new_period=True)
 
 
-def suspend(subscription: Subscription, *, reason: str = "", actor: str | None = None, at=None) -> Subscription:
-    """Suspend an active service (e.g. unpaid invoice, abuse). The period is kept."""
-    return _change_status(subscription, Status.SUSPENDED, reason=reason, actor=actor, at=at)
+def suspend(
+    subscription: Subscription,
+    *,
+    reason: str = "",
+    actor: str | None = None,
+    at=None,
+    cause: str = SuspensionCause.STAFF,
+) -> Subscription:
+    """Suspend an active service (e.g. unpaid invoice, abuse). The period is kept. `cause` records
+    why (`SuspensionCause`): dunning lifts only its own "overdue" suspensions when the debt is paid."""
+    if cause not in (SuspensionCause.OVERDUE, SuspensionCause.STAFF):
+        raise _field_error("cause", f"{cause!r} is not a suspension cause.", "cause_invalid")
+    return _change_status(subscription, Status.SUSPENDED, reason=reason, actor=actor, at=at, cause=cause)
 
 
 def resume(subscription: Subscription, *, reason: str = "", actor: str | None = None, at=None) -> Subscription:
@@ -508,6 +524,84 @@ def cancel(subscription: Subscription, *, reason: str = "", actor: str | None = 
     """End a service for good (final). Open add-ons end and the static IP is released; the username
     stays reserved so usage history keeps pointing at one service."""
     return _change_status(subscription, Status.CANCELLED, reason=reason, actor=actor, at=at)
+
+
+def record_event(
+    subscription: Subscription,
+    kind: str,
+    *,
+    reason: str = "",
+    data: dict | None = None,
+    at: dt.datetime | None = None,
+    actor: str | None = None,
+) -> LifecycleEvent:
+    """Write a lifecycle event that is not a status change (e.g. `payment_reminder`,
+    `promise_to_pay`, `plan_change_scheduled`) so that SMS and RADIUS read one stream. Runs in the
+    caller's transaction; `data` must be JSON-serialisable."""
+    with _actor_scope(actor):
+        return _event(subscription, kind, at=at or clock.now(), reason=reason, data=data)
+
+
+def renew_period(
+    subscription: Subscription,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    reason: str = "",
+    actor: str | None = None,
+    data: dict | None = None,
+) -> Subscription:
+    """Give an active or expired prepaid/hotspot service the paid period [start, end): the new
+    expiry is `end`. An expired service becomes active again. Refused (`InvalidTransition`) for
+    any other status and for a postpaid plan; `ValidationError` when end <= start. Locks the
+    subscription; writes a `renewed` event (with `data`) and an audit row."""
+    if end <= start:
+        raise _field_error("period_end", "A period must end after it starts.", "period_invalid")
+    with _actor_scope(actor), transaction.atomic():
+        sub = _lock(subscription)
+        if sub.plan.kind == Plan.Kind.POSTPAID or sub.status not in (Status.ACTIVE, Status.EXPIRED):
+            raise InvalidTransition(
+                f"Service {sub.username} is {Status(sub.status).label.lower()} on a {sub.plan.kind} plan: "
+                "only an active or expired prepaid service is renewed."
+            )
+        before = audit.snapshot(sub)
+        from_status = sub.status
+        sub.current_period_start, sub.current_period_end = start, end
+        if sub.activated_at is None:
+            sub.activated_at = start
+        sub.status = Status.ACTIVE
+        sub.updated_at = clock.now()
+        sub.save()
+        payload = {"period_start": _iso(start), "period_end": _iso(end), **(data or {})}
+        _event(sub, "renewed", at=clock.now(), from_status=from_status, to_status=Status.ACTIVE, reason=reason,
+               data=payload)  # fmt: skip
+        audit.record(sub, AuditEvent.Action.UPDATE, before=before, after=audit.snapshot(sub), verb="renew_period",
+                     reason=reason)  # fmt: skip
+    copy_field_values(subscription, sub)
+    return subscription
+
+
+def apply_pending_plan(subscription: Subscription, *, at: dt.datetime | None = None, reason: str = "") -> bool:
+    """Switch to the plan waiting in `pending_plan` once `pending_plan_at` has come (default now)
+    and clear it; returns whether it switched. Idempotent: without a due pending plan it changes
+    nothing. Locks the subscription; writes a `plan_changed` event and an audit row."""
+    at = at or clock.now()
+    with transaction.atomic():
+        sub = _lock(subscription)
+        if sub.pending_plan_id is None or (sub.pending_plan_at is not None and sub.pending_plan_at > at):
+            copy_field_values(subscription, sub)
+            return False
+        before = audit.snapshot(sub)
+        old_plan, new_plan = sub.plan, Plan.objects.get(pk=sub.pending_plan_id)
+        sub.plan, sub.pending_plan, sub.pending_plan_at = new_plan, None, None
+        sub.updated_at = clock.now()
+        sub.save()
+        _event(sub, "plan_changed", at=at, reason=reason or "scheduled plan change",
+               data={"from_plan": old_plan.code, "to_plan": new_plan.code, "scheduled": True})  # fmt: skip
+        audit.record(sub, AuditEvent.Action.UPDATE, before=before, after=audit.snapshot(sub),
+                     verb="apply_pending_plan", reason=reason)  # fmt: skip
+    copy_field_values(subscription, sub)
+    return True
 
 
 def _refuse_if_cancelled(sub: Subscription) -> None:
