@@ -86,3 +86,32 @@ def portal_plans():
     return with_current_price(Plan.objects.filter(is_active=True, sold_on_portal=True)).order_by(
         "current_price", "name"
     )
+
+
+class PriceBook:
+    """Every price version of the given plans and add-ons, read once, answering `plan_price` and
+    `addon_price` in memory: for set-based writers (billing runs) that price thousands of services.
+    Same answers as the functions of the same names."""
+
+    def __init__(self, plan_ids, addon_ids=()):
+        self._plans: dict[int, list[tuple[dt.datetime, Money]]] = {}
+        self._addons: dict[int, list[tuple[dt.datetime, Money]]] = {}
+        rows = PlanPrice.objects.filter(plan_id__in=set(plan_ids)).order_by("-valid_from")
+        for plan_id, valid_from, amount, currency in rows.values_list("plan_id", "valid_from", "amount", "currency"):
+            self._plans.setdefault(plan_id, []).append((valid_from, Money.of(amount, currency)))
+        rows = AddOnPrice.objects.filter(addon_id__in=set(addon_ids)).order_by("-valid_from")
+        for addon_id, valid_from, amount, currency in rows.values_list("addon_id", "valid_from", "amount", "currency"):
+            self._addons.setdefault(addon_id, []).append((valid_from, Money.of(amount, currency)))
+
+    @staticmethod
+    def _lookup(versions, at: dt.datetime, what: str) -> Money:
+        for valid_from, price in versions or ():
+            if valid_from <= at:
+                return price
+        raise NoPrice(f"{what} has no price in force on {at:%Y-%m-%d}")
+
+    def plan_price(self, plan: Plan, at: dt.datetime) -> Money:
+        return self._lookup(self._plans.get(plan.pk), at, f"plan {plan}")
+
+    def addon_price(self, addon: AddOn, at: dt.datetime) -> Money:
+        return self._lookup(self._addons.get(addon.pk), at, f"add-on {addon}")

@@ -101,3 +101,55 @@ def install_row_protections(using: str = "default", **kwargs) -> None:
 def drop_row_protections(using: str = "default", **kwargs) -> None:
     """pre_migrate: drop every declared trigger so table rebuilds can run."""
     _apply(using, install=False)
+
+
+def _max_params(connection) -> int:
+    """How many bound parameters one statement may carry on this database."""
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        connection.ensure_connection()
+        raw = connection.connection
+        if hasattr(raw, "getlimit"):
+            return raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        return 999
+    return 65535
+
+
+def insert_rows(model, fields: list[str], rows: list[tuple], *, returning: bool = False, using: str = "default"):
+    """Insert `rows` (tuples of values for `fields`, given by attribute name such as "customer_id")
+    into `model`'s table with multi-row INSERT statements, in the caller's transaction.
+
+    For set-based writers (billing runs) where per-object ORM overhead dominates: values are
+    prepared exactly as the ORM would (`Field.get_db_prep_save`), no `save()` runs, and database
+    constraints and triggers apply as for any insert. With `returning`, returns the new primary
+    keys in the order of `rows` (INSERT … RETURNING, PostgreSQL and SQLite ≥ 3.35).
+    """
+    if not rows:
+        return []
+    from django.db import connections
+
+    connection = connections[using]
+    opts = model._meta
+    model_fields = [opts.get_field(name) for name in fields]
+    for name, field in zip(fields, model_fields, strict=True):
+        if field.attname != name:
+            raise ValueError(f"give {field.attname!r}, not {name!r}")
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in model_fields)
+    per_row = max(1, _max_params(connection) // len(fields))
+    prepare = [f.get_db_prep_save for f in model_fields]
+    table = connection.ops.quote_name(opts.db_table)
+    pk_column = connection.ops.quote_name(opts.pk.column)
+    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    ids: list[int] = []
+    with connection.cursor() as cursor:
+        for offset in range(0, len(rows), per_row):
+            chunk = rows[offset : offset + per_row]
+            params = [prep(value, connection) for row in chunk for prep, value in zip(prepare, row, strict=True)]
+            sql = f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholder] * len(chunk))}"
+            if returning:
+                cursor.execute(f"{sql} RETURNING {pk_column}", params)
+                ids.extend(row[0] for row in cursor.fetchall())
+            else:
+                cursor.execute(sql, params)
+    return ids

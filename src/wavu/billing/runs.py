@@ -1,0 +1,623 @@
+"""Postpaid billing runs: invoice every service whose billing period has begun, set-based.
+
+`run_billing(day)` guarantees:
+- it bills each postpaid service that is active or suspended and whose `next_bill_at` is before
+  the cutoff (the end of `day`, or now when `day` is today): one invoice per (service, period) —
+  the unique constraint on (subscription, period_start) is the final guard, so a re-run, a retry
+  or two workers at once never bill a period twice. Paused services are not billed (the pause
+  stopped the billing clock; resuming shifts `next_bill_at`), cancelled ones never. Suspended
+  services are: the contract runs on, suspension only cuts access;
+- the period is [next_bill_at, the next billing date for the service's anchor day). A period
+  shorter than the plan's months (the first one, or one after a pause) is charged by local days,
+  `price × days / days of the full period`, rounded once, and the line says so;
+- lines: the plan (a due downgrade waiting in `pending_plan` is applied first), every recurring
+  add-on attached during the period (same fraction) and every one-off add-on not billed yet;
+- each invoice is issued like `services.issue_invoice` issues one: a gap-free number, due date,
+  buyer snapshot, one balanced journal entry (Dr receivables / Cr revenue, excise, VAT), then the
+  customer's unapplied credit pays it;
+- a service that cannot be billed (no price in force, tax not configured, bad data) is flagged
+  (`BillingRunFlag` with the reason) and skipped; the run goes on and the service stays due;
+- work is committed in batches of WAVU["BILLING_BATCH_SIZE"]; a crash loses at most the open
+  batch, and running the same day again resumes (the day's `BillingRun` row counts every attempt).
+
+Set-based for speed: a batch reads its services, prices and add-ons in a few queries and writes
+invoices, lines, journal entries and postings with multi-row INSERTs (`core.db.insert_rows`).
+Services with one-off add-ons, and a batch the database refuses, go through the one-by-one path
+(`services.create_draft_invoice` … `issue_invoice`), which writes the same rows.
+
+Locks, per batch on PostgreSQL: the batch's customer rows (ordered by pk; the order payments use,
+so a payment arriving meanwhile either sees the new invoices or its credit is seen here), then
+the due subscription rows with SKIP LOCKED and the due condition re-checked under the lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from dateutil.relativedelta import relativedelta
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F, Q
+
+from wavu.catalog.models import AddOn, Plan
+from wavu.catalog.selectors import NoPrice, PriceBook
+from wavu.core import audit, clock
+from wavu.core.db import insert_rows
+from wavu.core.errors import DomainError
+from wavu.core.models import AuditEvent
+from wavu.core.money import Money, round_money
+from wavu.core.sequences import next_values
+from wavu.core.tax import Rates, TaxRateMissing, rates_for, split_gross
+from wavu.customers.models import Customer
+from wavu.ledger import accounts
+from wavu.ledger.models import Account, JournalEntry, Posting
+from wavu.subscriptions.models import Status, Subscription, SubscriptionAddOn
+from wavu.subscriptions.periods import anchor_date, next_billing_date
+
+from . import services
+from .models import BillingRun, BillingRunFlag, Invoice, InvoiceLine
+
+logger = logging.getLogger(__name__)
+
+JOB_LABEL = "job:billing-run"
+BILLED_STATUSES = (Status.ACTIVE, Status.SUSPENDED)
+
+
+class FutureBillingRun(DomainError):
+    code = "billing_run_in_future"
+
+
+@dataclass
+class RunSummary:
+    """What a run did in this attempt (and, in `run`, the day's totals over all attempts)."""
+
+    run_date: dt.date
+    billed: int = 0
+    skipped: int = 0
+    flagged: int = 0
+    total_amount: Decimal = Decimal("0.00")
+    due_at_start: int = 0
+    seconds: float = 0.0
+    resumed: bool = False
+    run: BillingRun | None = None
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One invoice line to be written."""
+
+    kind: str
+    description: str
+    unit_price: Decimal
+    quantity: int
+    tax_class: str
+    period_start: dt.datetime | None
+    period_end: dt.datetime | None
+    plan_id: int | None = None
+    addon_id: int | None = None
+
+
+@dataclass(eq=False)
+class Bill:
+    """One invoice to be written for one service's period."""
+
+    subscription_id: int
+    customer_id: int
+    period_start: dt.datetime
+    period_end: dt.datetime
+    charges: list[Charge] = field(default_factory=list)
+    has_one_off: bool = False
+
+
+# --- periods and charges (no writes) -----------------------------------------------------------
+
+
+def billing_period(start: dt.datetime, anchor_day: int, months: int) -> tuple[dt.datetime, dt.datetime, int, int]:
+    """(start, end, days charged, days of the full period) of the postpaid period beginning at `start`.
+
+    The end is the next billing date for `anchor_day` (`periods.next_billing_date`). A period that
+    begins on the anchor day (whatever the time) is a full one; a shorter one is charged for its
+    local days out of the days of the full period that ends on the same date.
+    """
+    end = next_billing_date(start, anchor_day, months)
+    end_day = clock.local(end).date()
+    back = end_day.replace(day=1) - relativedelta(months=months)
+    full_start = anchor_date(back.year, back.month, anchor_day)
+    start_day = clock.local(start).date()
+    full_days = (end_day - full_start).days
+    days = min((end_day - start_day).days, full_days)
+    return start, end, days, full_days
+
+
+def _fraction_label(days: int, full_days: int) -> str:
+    return "" if days >= full_days else f" ({days} of {full_days} days)"
+
+
+def _prorate(price: Money, days: int, full_days: int) -> Decimal:
+    if days >= full_days:
+        return price.amount
+    return round_money(price.amount * days / full_days, price.currency)
+
+
+class _Labels:
+    """period_label, remembered per (start, end): a run prints the same few periods thousands of times."""
+
+    def __init__(self):
+        self._cache: dict[tuple, str] = {}
+
+    def __call__(self, start, end) -> str:
+        key = (start, end)
+        if key not in self._cache:
+            self._cache[key] = services.period_label(start, end)
+        return self._cache[key]
+
+
+def plan_bill(sub, plan: Plan, addons: list[SubscriptionAddOn], prices: PriceBook, labels=None) -> Bill:
+    """The invoice a service's next period needs (pure: reads nothing but `prices`).
+
+    `sub` needs pk, customer_id, next_bill_at and billing_anchor_day. Raises `NoPrice` when a
+    price is missing and `ValidationError` for a service that cannot be billed as postpaid.
+    """
+    labels = labels or services.period_label
+    if plan.kind != Plan.Kind.POSTPAID:
+        raise ValidationError({"plan": [f"{plan} is not a postpaid plan"]})
+    if plan.validity_unit != Plan.ValidityUnit.MONTH:
+        raise ValidationError({"plan": [f"postpaid plan {plan} must run in calendar months"]})
+    anchor = sub.billing_anchor_day or clock.local(sub.next_bill_at).day
+    start, end, days, full_days = billing_period(sub.next_bill_at, anchor, plan.validity_count)
+    label = labels(start, end)
+    suffix = _fraction_label(days, full_days)
+    bill = Bill(sub.pk, sub.customer_id, start, end)
+    bill.charges.append(
+        Charge(
+            InvoiceLine.Kind.SUBSCRIPTION,
+            f"{plan.name}, {label}{suffix}",
+            _prorate(prices.plan_price(plan, start), days, full_days),
+            1,
+            plan.tax_class,
+            start,
+            end,
+            plan_id=plan.pk,
+        )
+    )
+    for item in addons:
+        addon = item.addon
+        if addon.billing == AddOn.Billing.ONE_OFF:
+            if item.billed_on_line_id is None and item.started_at < end:
+                bill.has_one_off = True
+            continue
+        if item.started_at >= end or (item.ended_at is not None and item.ended_at <= start):
+            continue
+        bill.charges.append(
+            Charge(
+                InvoiceLine.Kind.ADDON,
+                f"{addon.name}, {label}{suffix}",
+                _prorate(prices.addon_price(addon, start), days, full_days),
+                item.quantity,
+                addon.tax_class,
+                start,
+                end,
+                addon_id=addon.pk,
+            )
+        )
+    return bill
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def due_subscriptions(cutoff: dt.datetime):
+    """Postpaid services whose next period to invoice began before `cutoff`."""
+    return Subscription.objects.filter(
+        status__in=BILLED_STATUSES, plan__kind=Plan.Kind.POSTPAID, next_bill_at__lt=cutoff
+    )
+
+
+def cutoff_for(run_date: dt.date) -> dt.datetime:
+    """Periods beginning before this instant are billed by the run of `run_date`."""
+    end_of_day = clock.start_of_day(run_date + dt.timedelta(days=1))
+    return min(end_of_day, clock.now())
+
+
+def run_billing(
+    run_date: dt.date | None = None,
+    *,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> RunSummary:
+    """Bill every postpaid service due by the end of `run_date` (default today). See the module
+    docstring for the guarantees. Idempotent: a second run of the same day bills only what is
+    still due. Refuses a day in the future (`FutureBillingRun`)."""
+    today = clock.today()
+    run_date = run_date or today
+    if run_date > today:
+        raise FutureBillingRun(f"{run_date} is in the future: a billing run bills days that have begun")
+    batch_size = batch_size or settings.WAVU["BILLING_BATCH_SIZE"]
+    started = time.perf_counter()
+    with audit.acting_as(JOB_LABEL):
+        run, resumed = _start_run(run_date)
+        summary = RunSummary(run_date=run_date, resumed=resumed, run=run)
+        cutoff = cutoff_for(run_date)
+        summary.due_at_start = due_subscriptions(cutoff).count()
+        writer = _BatchWriter(run, run_date)
+        last_pk = 0
+        try:
+            while True:
+                ids = list(
+                    due_subscriptions(cutoff)
+                    .filter(pk__gt=last_pk)
+                    .order_by("pk")
+                    .values_list("pk", flat=True)[:batch_size]
+                )
+                if not ids:
+                    break
+                last_pk = ids[-1]
+                with transaction.atomic():
+                    outcome = writer.bill_batch(ids, cutoff)
+                    BillingRun.objects.filter(pk=run.pk).update(
+                        billed_count=F("billed_count") + outcome.billed,
+                        skipped_count=F("skipped_count") + outcome.skipped,
+                        total_amount=F("total_amount") + outcome.total_amount,
+                    )
+                summary.billed += outcome.billed
+                summary.skipped += outcome.skipped
+                summary.flagged += outcome.flagged
+                summary.total_amount += outcome.total_amount
+                if progress:
+                    progress(summary.billed + summary.skipped + summary.flagged, summary.due_at_start)
+        except BaseException as exc:
+            BillingRun.objects.filter(pk=run.pk).update(
+                status=BillingRun.Status.FAILED, last_error=f"{type(exc).__name__}: {exc}"[:2000]
+            )
+            raise
+        BillingRun.objects.filter(pk=run.pk).update(
+            status=BillingRun.Status.COMPLETED,
+            finished_at=clock.now(),
+            flagged_count=BillingRunFlag.objects.filter(run=run).count(),
+            last_error="",
+        )
+        run.refresh_from_db()
+        audit.record(
+            run,
+            AuditEvent.Action.ACTION,
+            verb="billing_run",
+            after={"billed": summary.billed, "skipped": summary.skipped, "flagged": summary.flagged,
+                   "total_amount": str(summary.total_amount), "attempt": run.attempts},
+        )  # fmt: skip
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _start_run(run_date: dt.date) -> tuple[BillingRun, bool]:
+    """The day's run row, created once (unique run_date); a later call is a resumption."""
+    with transaction.atomic():
+        run, created = BillingRun.objects.get_or_create(
+            run_date=run_date,
+            defaults={"started_at": clock.now(), "started_by": audit.current_actor().label[:120]},
+        )
+        if not created:
+            BillingRun.objects.filter(pk=run.pk).update(
+                attempts=F("attempts") + 1, status=BillingRun.Status.RUNNING, finished_at=None
+            )
+            run.refresh_from_db()
+    return run, not created
+
+
+@dataclass
+class _Outcome:
+    billed: int = 0
+    skipped: int = 0
+    flagged: int = 0
+    total_amount: Decimal = Decimal("0.00")
+
+
+@dataclass(frozen=True)
+class _Row:
+    """The columns of a due service a batch needs (read with values_list, not model instances)."""
+
+    pk: int
+    customer_id: int
+    plan_id: int
+    next_bill_at: dt.datetime
+    billing_anchor_day: int | None
+    pending_plan_id: int | None
+    pending_plan_at: dt.datetime | None
+
+
+_ROW_FIELDS = ("pk", "customer_id", "plan_id", "next_bill_at", "billing_anchor_day", "pending_plan_id",
+               "pending_plan_at")  # fmt: skip
+_INVOICE_FIELDS = [
+    "customer_id", "subscription_id", "series", "number", "status", "currency", "issue_date", "issued_at",
+    "due_date", "period_start", "period_end", "buyer_name", "buyer_pin", "buyer_address", "buyer_account_number",
+    "net_total", "excise_total", "vat_total", "total", "amount_paid", "amount_credited", "notes", "created_at",
+]  # fmt: skip
+_LINE_FIELDS = [
+    "invoice_id", "position", "kind", "description", "period_start", "period_end", "quantity", "unit_price",
+    "gross", "net", "excise", "vat", "tax_class", "tax_band", "vat_rate", "excise_rate", "subscription_id",
+    "plan_id", "addon_id",
+]  # fmt: skip
+_ENTRY_FIELDS = ["kind", "posted_at", "memo", "currency", "source_type", "source_id", "reverses_id", "actor_label"]
+_POSTING_FIELDS = ["entry_id", "account_id", "customer_id", "amount"]
+
+
+class _BatchWriter:
+    """Writes the invoices of one batch of due services, inside the caller's transaction."""
+
+    def __init__(self, run: BillingRun, run_date: dt.date):
+        self.run = run
+        self.issue_date = run_date
+        self.currency = settings.WAVU["CURRENCY"]
+        self.due_days = settings.WAVU["INVOICE_DUE_DAYS"]
+        self.labels = _Labels()
+        self.plans: dict[int, Plan] = {}
+        self.rates: dict[tuple[str, dt.date], Rates] = {}
+        self.splits: dict[tuple[Decimal, Rates], tuple[Decimal, Decimal, Decimal]] = {}
+        self.account_ids = dict(Account.objects.values_list("code", "id"))
+
+    # -- reading
+
+    def _plan(self, plan_id: int) -> Plan:
+        if plan_id not in self.plans:
+            self.plans[plan_id] = Plan.objects.get(pk=plan_id)
+        return self.plans[plan_id]
+
+    def _lock_and_read(self, ids: list[int], cutoff: dt.datetime) -> list[_Row]:
+        customer_ids = sorted(set(Subscription.objects.filter(pk__in=ids).values_list("customer_id", flat=True)))
+        list(Customer.objects.select_for_update().filter(pk__in=customer_ids).order_by("pk").values_list("pk"))
+        locked = (
+            due_subscriptions(cutoff)
+            .filter(pk__in=ids)
+            .select_for_update(skip_locked=True, of=("self",))
+            .order_by("pk")
+            .values_list(*_ROW_FIELDS)
+        )
+        return [_Row(*values) for values in locked]
+
+    def _apply_due_downgrades(self, rows: list[_Row]) -> list[_Row]:
+        from wavu.subscriptions.services import apply_pending_plan
+
+        out = []
+        for row in rows:
+            if row.pending_plan_id is not None and (
+                row.pending_plan_at is None or row.pending_plan_at <= row.next_bill_at
+            ):
+                sub = Subscription.objects.get(pk=row.pk)
+                apply_pending_plan(sub, at=row.next_bill_at, reason="scheduled plan change at period end")
+                row = _Row(row.pk, row.customer_id, sub.plan_id, row.next_bill_at, row.billing_anchor_day, None, None)
+            out.append(row)
+        return out
+
+    def _split(self, gross: Decimal, tax_class: str, on: dt.date) -> tuple[Rates, tuple[Decimal, Decimal, Decimal]]:
+        key = (tax_class, on)
+        rates = self.rates.get(key)
+        if rates is None:
+            rates = self.rates[key] = rates_for(tax_class, on)
+        parts = self.splits.get((gross, rates))
+        if parts is None:
+            split = split_gross(Money(gross, self.currency), rates)
+            parts = self.splits[(gross, rates)] = (split.net.amount, split.excise.amount, split.vat.amount)
+        return rates, parts
+
+    # -- one batch
+
+    def bill_batch(self, ids: list[int], cutoff: dt.datetime) -> _Outcome:
+        outcome = _Outcome()
+        rows = self._apply_due_downgrades(self._lock_and_read(ids, cutoff))
+        if not rows:
+            return outcome
+        for row in rows:
+            self._plan(row.plan_id)
+        addons_by_sub: dict[int, list[SubscriptionAddOn]] = defaultdict(list)
+        for item in (
+            SubscriptionAddOn.objects.filter(subscription_id__in=[r.pk for r in rows])
+            .filter(Q(ended_at__isnull=True) | Q(ended_at__gt=F("subscription__next_bill_at")) | Q(
+                addon__billing=AddOn.Billing.ONE_OFF, billed_on_line__isnull=True))
+            .select_related("addon")
+            .order_by("pk")
+        ):  # fmt: skip
+            addons_by_sub[item.subscription_id].append(item)
+        prices = PriceBook(
+            {r.plan_id for r in rows}, {item.addon_id for items in addons_by_sub.values() for item in items}
+        )
+        bills: list[tuple[_Row, Bill]] = []
+        flags: list[BillingRunFlag] = []
+        now = clock.now()
+        for row in rows:
+            try:
+                bill = plan_bill(row, self.plans[row.plan_id], addons_by_sub.get(row.pk, []), prices, self.labels)
+                for charge in bill.charges:  # price and tax must resolve before anything is written
+                    self._split(
+                        charge.unit_price * charge.quantity, charge.tax_class, clock.local(bill.period_start).date()
+                    )
+            except (NoPrice, TaxRateMissing, ValidationError, DomainError) as exc:
+                flags.append(self._flag(row.pk, exc, now))
+                continue
+            bills.append((row, bill))
+        already = set(
+            Invoice.objects.filter(
+                subscription_id__in=[row.pk for row, _ in bills], period_start__in={b.period_start for _, b in bills}
+            ).values_list("subscription_id", "period_start")
+        )
+        to_write, one_by_one, advance_only = [], [], []
+        for row, bill in bills:
+            if (row.pk, bill.period_start) in already:
+                advance_only.append(bill)  # billed before (by staff, or an earlier attempt): move on
+            elif bill.has_one_off:
+                one_by_one.append(bill)
+            elif sum((c.unit_price * c.quantity for c in bill.charges), Decimal(0)) <= 0:
+                advance_only.append(bill)  # a free service: nothing to invoice
+            else:
+                to_write.append(bill)
+        try:
+            with transaction.atomic():
+                written = self._write_invoices(to_write, now)
+        except (IntegrityError, DatabaseError) as exc:
+            logger.warning("billing run %s: batch refused (%s); billing its services one by one", self.run, exc)
+            one_by_one = to_write + one_by_one
+            written = []
+        billed = [bill for bill, _ in written]
+        for _bill, total in written:
+            outcome.total_amount += total
+        for bill in one_by_one:
+            try:
+                with transaction.atomic():
+                    invoice = self._bill_one(bill)
+            except services.AlreadyInvoiced:
+                advance_only.append(bill)
+            except (IntegrityError, NoPrice, TaxRateMissing, ValidationError, DomainError) as exc:
+                flags.append(self._flag(bill.subscription_id, exc, now))
+            else:
+                billed.append(bill)
+                outcome.total_amount += invoice.total
+        outcome.billed, outcome.skipped = len(billed), len(advance_only)
+        self._advance(billed + advance_only, now)
+        self._apply_credit({b.customer_id for b, _ in written})
+        if flags:
+            BillingRunFlag.objects.bulk_create(flags, ignore_conflicts=True)
+            outcome.flagged = len(flags)
+        return outcome
+
+    def _flag(self, subscription_id: int, exc: Exception, now: dt.datetime) -> BillingRunFlag:
+        code = getattr(exc, "code", None) or type(exc).__name__
+        if isinstance(exc, ValidationError):
+            reason = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in exc.message_dict.items())
+        else:
+            reason = str(exc)
+        logger.warning("billing run %s: subscription %s flagged: %s", self.run, subscription_id, reason)
+        return BillingRunFlag(run=self.run, subscription_id=subscription_id, code=str(code)[:40],
+                              reason=reason[:300] or code, created_at=now)  # fmt: skip
+
+    # -- writing
+
+    def _write_invoices(self, bills: list[Bill], now: dt.datetime) -> list[tuple[Bill, Decimal]]:
+        if not bills:
+            return []
+        customers = {
+            c["pk"]: c
+            for c in Customer.objects.filter(pk__in={b.customer_id for b in bills}).values(
+                "pk", "name", "kra_pin", "address", "town", "county", "account_number"
+            )
+        }
+        numbers = next_values(f"invoice:{services.INVOICE_SERIES}", len(bills))
+        due_date = self.issue_date + dt.timedelta(days=self.due_days)
+        invoice_rows, line_sets, totals = [], [], []
+        for bill, number in zip(bills, numbers, strict=True):
+            tax_day = clock.local(bill.period_start).date()
+            lines, net_t, exc_t, vat_t, gross_t, revenue = [], Decimal(0), Decimal(0), Decimal(0), Decimal(0), {}
+            for position, c in enumerate(bill.charges, start=1):
+                gross = round_money(c.unit_price * c.quantity, self.currency)
+                rates, (net, excise, vat) = self._split(gross, c.tax_class, tax_day)
+                lines.append([position, c.kind, c.description, c.period_start, c.period_end, Decimal(c.quantity),
+                              c.unit_price, gross, net, excise, vat, c.tax_class, rates.band, rates.vat, rates.excise,
+                              bill.subscription_id, c.plan_id, c.addon_id])  # fmt: skip
+                net_t, exc_t, vat_t, gross_t = net_t + net, exc_t + excise, vat_t + vat, gross_t + gross
+                revenue[c.tax_class] = revenue.get(c.tax_class, Decimal(0)) + net
+            customer = customers[bill.customer_id]
+            invoice_rows.append((
+                bill.customer_id, bill.subscription_id, services.INVOICE_SERIES,
+                services.format_number(services.INVOICE_SERIES, number), Invoice.Status.DRAFT, self.currency,
+                self.issue_date, now, due_date, bill.period_start, bill.period_end, customer["name"][:160],
+                customer["kra_pin"] or "", _address(customer), customer["account_number"], net_t, exc_t, vat_t,
+                gross_t, Decimal(0), Decimal(0), "", now,
+            ))  # fmt: skip
+            line_sets.append(lines)
+            totals.append((gross_t, exc_t, vat_t, revenue))
+        invoice_ids = insert_rows(Invoice, _INVOICE_FIELDS, invoice_rows, returning=True)
+        insert_rows(
+            InvoiceLine,
+            _LINE_FIELDS,
+            [(invoice_id, *line) for invoice_id, lines in zip(invoice_ids, line_sets, strict=True) for line in lines],
+        )
+        for offset in range(0, len(invoice_ids), 500):
+            Invoice.objects.filter(pk__in=invoice_ids[offset : offset + 500]).update(status=Invoice.Status.ISSUED)
+        actor = audit.current_actor().label[:120]
+        entry_rows = [
+            (JournalEntry.Kind.INVOICE, now, f"Invoice {row[3]} to {row[14]} {row[11]}"[:200], self.currency,
+             "billing.invoice", str(invoice_id), None, actor)
+            for invoice_id, row in zip(invoice_ids, invoice_rows, strict=True)
+        ]  # fmt: skip
+        entry_ids = insert_rows(JournalEntry, _ENTRY_FIELDS, entry_rows, returning=True)
+        ar = self.account_ids[accounts.ACCOUNTS_RECEIVABLE]
+        excise_acc, vat_acc = self.account_ids[accounts.EXCISE_PAYABLE], self.account_ids[accounts.VAT_PAYABLE]
+        postings = []
+        for entry_id, bill, (gross_t, exc_t, vat_t, revenue) in zip(entry_ids, bills, totals, strict=True):
+            lines = [(ar, bill.customer_id, gross_t)]
+            lines += [(self.account_ids[accounts.REVENUE_BY_TAX_CLASS[cls]], None, -amount)
+                      for cls, amount in sorted(revenue.items())]  # fmt: skip
+            lines += [(excise_acc, None, -exc_t), (vat_acc, None, -vat_t)]
+            if sum(amount for _, _, amount in lines) != 0:  # pragma: no cover - the split always adds up
+                raise IntegrityError(f"unbalanced invoice entry for subscription {bill.subscription_id}")
+            postings += [(entry_id, account, customer, amount) for account, customer, amount in lines if amount != 0]
+        insert_rows(Posting, _POSTING_FIELDS, postings)
+        return [(bill, total[0]) for bill, total in zip(bills, totals, strict=True)]
+
+    def _bill_one(self, bill: Bill) -> Invoice:
+        """The one-by-one path: the same invoice through the billing services (one-off add-ons,
+        or a batch the database refused)."""
+        sub = Subscription.objects.select_related("customer", "plan").get(pk=bill.subscription_id)
+        invoice = services.create_draft_invoice(
+            sub.customer, subscription=sub, period_start=bill.period_start, period_end=bill.period_end
+        )
+        tax_day = clock.local(bill.period_start).date()
+        for c in bill.charges:
+            services.add_line(
+                invoice, kind=c.kind, description=c.description, unit_price=c.unit_price, quantity=c.quantity,
+                tax_class=c.tax_class, period_start=c.period_start, period_end=c.period_end, subscription=sub,
+                plan=self._plan(c.plan_id) if c.plan_id else None,
+                addon=AddOn.objects.get(pk=c.addon_id) if c.addon_id else None, tax_date=tax_day,
+            )  # fmt: skip
+        for item in SubscriptionAddOn.objects.filter(
+            subscription=sub, addon__billing=AddOn.Billing.ONE_OFF, billed_on_line__isnull=True,
+            started_at__lt=bill.period_end,
+        ).order_by("pk"):  # fmt: skip
+            services.add_addon_line(invoice, item)
+        return services.issue_invoice(invoice, issue_date=self.issue_date)
+
+    def _advance(self, bills: list[Bill], now: dt.datetime) -> None:
+        """Move each billed (or skipped) service on to its next period."""
+        if not bills:
+            return
+        from django.db import connection
+
+        fields = Subscription._meta
+        prep = [fields.get_field(n).get_db_prep_save for n in ("current_period_start", "current_period_end",
+                                                                   "next_bill_at", "updated_at")]  # fmt: skip
+        table = connection.ops.quote_name(fields.db_table)
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"UPDATE {table} SET current_period_start = %s, current_period_end = %s, next_bill_at = %s, "
+                "updated_at = %s WHERE id = %s",
+                [
+                    [p(v, connection) for p, v in zip(prep, (b.period_start, b.period_end, b.period_end, now),
+                                                      strict=True)] + [b.subscription_id]
+                    for b in bills
+                ],
+            )  # fmt: skip
+
+    def _apply_credit(self, customer_ids: set[int]) -> None:
+        """Customers with unapplied money get it applied to the invoices just written."""
+        if not customer_ids:
+            return
+        from wavu.payments.models import Payment
+        from wavu.payments.services import apply_customer_credit
+
+        with_credit = (
+            Payment.objects.filter(customer_id__in=customer_ids, status=Payment.Status.RECEIVED)
+            .filter(amount__gt=F("amount_allocated") + F("amount_refunded"))
+            .values_list("customer_id", flat=True)
+            .distinct()
+        )
+        for customer_id in sorted(set(with_credit)):
+            apply_customer_credit(customer_id)
+
+
+def _address(customer: dict) -> str:
+    parts = [customer["address"], customer["town"], customer["county"]]
+    return ", ".join(p.strip() for p in parts if p and p.strip())[:300]
