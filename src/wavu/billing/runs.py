@@ -33,6 +33,7 @@ the due subscription rows with SKIP LOCKED and the due condition re-checked unde
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -49,12 +50,12 @@ from django.db.models import F, Q
 from wavu.catalog.models import AddOn, Plan
 from wavu.catalog.selectors import NoPrice, PriceBook
 from wavu.core import audit, clock
-from wavu.core.db import insert_rows
+from wavu.core.db import insert_rows, update_rows
 from wavu.core.errors import DomainError
 from wavu.core.models import AuditEvent
 from wavu.core.money import Money, round_money
 from wavu.core.sequences import next_values
-from wavu.core.tax import Rates, TaxRateMissing, rates_for, split_gross
+from wavu.core.tax import RateBook, Rates, TaxRateMissing, split_gross
 from wavu.customers.models import Customer
 from wavu.ledger import accounts
 from wavu.ledger.models import Account, JournalEntry, Posting
@@ -119,6 +120,7 @@ class Bill:
 # --- periods and charges (no writes) -----------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def billing_period(start: dt.datetime, anchor_day: int, months: int) -> tuple[dt.datetime, dt.datetime, int, int]:
     """(start, end, days charged, days of the full period) of the postpaid period beginning at `start`.
 
@@ -357,7 +359,7 @@ class _BatchWriter:
         self.due_days = settings.WAVU["INVOICE_DUE_DAYS"]
         self.labels = _Labels()
         self.plans: dict[int, Plan] = {}
-        self.rates: dict[tuple[str, dt.date], Rates] = {}
+        self.rates = RateBook()
         self.splits: dict[tuple[Decimal, Rates], tuple[Decimal, Decimal, Decimal]] = {}
         self.account_ids = dict(Account.objects.values_list("code", "id"))
 
@@ -395,10 +397,7 @@ class _BatchWriter:
         return out
 
     def _split(self, gross: Decimal, tax_class: str, on: dt.date) -> tuple[Rates, tuple[Decimal, Decimal, Decimal]]:
-        key = (tax_class, on)
-        rates = self.rates.get(key)
-        if rates is None:
-            rates = self.rates[key] = rates_for(tax_class, on)
+        rates = self.rates.rates_for(tax_class, on)
         parts = self.splits.get((gross, rates))
         if parts is None:
             split = split_gross(Money(gross, self.currency), rates)
@@ -582,24 +581,11 @@ class _BatchWriter:
 
     def _advance(self, bills: list[Bill], now: dt.datetime) -> None:
         """Move each billed (or skipped) service on to its next period."""
-        if not bills:
-            return
-        from django.db import connection
-
-        fields = Subscription._meta
-        prep = [fields.get_field(n).get_db_prep_save for n in ("current_period_start", "current_period_end",
-                                                                   "next_bill_at", "updated_at")]  # fmt: skip
-        table = connection.ops.quote_name(fields.db_table)
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                f"UPDATE {table} SET current_period_start = %s, current_period_end = %s, next_bill_at = %s, "
-                "updated_at = %s WHERE id = %s",
-                [
-                    [p(v, connection) for p, v in zip(prep, (b.period_start, b.period_end, b.period_end, now),
-                                                      strict=True)] + [b.subscription_id]
-                    for b in bills
-                ],
-            )  # fmt: skip
+        update_rows(
+            Subscription,
+            ["current_period_start", "current_period_end", "next_bill_at", "updated_at"],
+            [(b.period_start, b.period_end, b.period_end, now, b.subscription_id) for b in bills],
+        )
 
     def _apply_credit(self, customer_ids: set[int]) -> None:
         """Customers with unapplied money get it applied to the invoices just written."""

@@ -126,3 +126,38 @@ def rates_for(tax_class: str, on: dt.date) -> Rates:
 def split_price(gross: Money, tax_class: str, on: dt.date) -> TaxSplit:
     """Split a tax-inclusive price of `tax_class` with the rates in force on `on`."""
     return split_gross(gross, rates_for(tax_class, on))
+
+
+class RateBook:
+    """Every `TaxRate` row read once, answering `rates_for` in memory (same answers): for
+    set-based writers that split thousands of lines over many dates."""
+
+    def __init__(self):
+        from .models import TaxRate
+
+        self._rows: dict[str, list[tuple[dt.date, str, Decimal]]] = {}
+        for tax_class, kind, rate, valid_from in TaxRate.objects.order_by("-valid_from").values_list(
+            "tax_class", "kind", "rate", "valid_from"
+        ):
+            self._rows.setdefault(tax_class, []).append((valid_from, kind, rate))
+        self._cache: dict[tuple[str, dt.date], Rates] = {}
+
+    def rates_for(self, tax_class: str, on: dt.date) -> Rates:
+        key = (tax_class, on)
+        if key in self._cache:
+            return self._cache[key]
+        if tax_class not in TaxClass.values:
+            raise TaxRateMissing(f"unknown tax class {tax_class!r}")
+        found: dict[str, Decimal] = {}
+        for valid_from, kind, rate in self._rows.get(tax_class, ()):
+            if valid_from <= on:
+                found.setdefault(kind, rate)
+        if TaxKind.VAT not in found:
+            raise TaxRateMissing(f"no VAT rate for tax class {tax_class!r} on {on}")
+        self._cache[key] = rates = Rates(
+            tax_class=tax_class,
+            vat=found[TaxKind.VAT],
+            excise=found.get(TaxKind.EXCISE, Decimal("0")),
+            band=ETIMS_BAND[tax_class],
+        )
+        return rates

@@ -341,7 +341,15 @@ def database_is_empty() -> bool:
 class DemoSeeder:
     """Plans everything with one seeded random generator, then writes it (see the module docstring)."""
 
-    def __init__(self, *, customers: int, seed: int, months: int, progress: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        *,
+        customers: int,
+        seed: int,
+        months: int,
+        progress: Callable[[str], None] | None = None,
+        postpaid_only: bool = False,
+    ):
         if customers < 1:
             raise ValueError("customers must be at least 1")
         if months < 0:
@@ -349,6 +357,7 @@ class DemoSeeder:
         self.n = customers
         self.seed = seed
         self.months = months
+        self.postpaid_only = postpaid_only
         self.rng = random.Random(seed)
         self.progress = progress or (lambda message: None)
         # History ends at the start of today (local): everything up to last midnight has happened,
@@ -521,7 +530,9 @@ class DemoSeeder:
             business = customer.fields["kind"] == Customer.Kind.BUSINESS
             fibre = customer.town.fibre
             roll = rng.random()
-            if business:
+            if self.postpaid_only:  # benchmarks: every service is a monthly postpaid one
+                code = _weighted(rng, (("home-fibre-10", 50), ("home-fibre-20", 35), ("home-fibre-40", 15)))
+            elif business:
                 code = rng.choice(("home-fibre-20", "home-fibre-40", "home-fibre-40")) if fibre else "wireless-10"
             elif fibre and roll < 0.62:
                 code = _weighted(rng, (("home-fibre-10", 50), ("home-fibre-20", 35), ("home-fibre-40", 15)))
@@ -914,6 +925,10 @@ class DemoSeeder:
                     activated_at=active_since,
                     current_period_start=service.current_start if active_since else None,
                     current_period_end=service.current_end if active_since else None,
+                    # postpaid: the current period is invoiced; the billing run bills the next one
+                    next_bill_at=service.current_end
+                    if active_since and service.plan.kind == Plan.Kind.POSTPAID and service.status != Status.CANCELLED
+                    else None,
                     paused_at=service.ended_at if service.status == Status.PAUSED else None,
                     cancelled_at=service.ended_at if service.status == Status.CANCELLED else None,
                     created_at=service.created,
@@ -1107,11 +1122,19 @@ class DemoSeeder:
 
 
 def seed_demo(
-    *, customers: int, seed: int = 2024, months: int = DEFAULT_MONTHS, progress: Callable[[str], None] | None = None
+    *,
+    customers: int,
+    seed: int = 2024,
+    months: int = DEFAULT_MONTHS,
+    progress: Callable[[str], None] | None = None,
+    postpaid_only: bool = False,
 ) -> Summary:
     """Fill an EMPTY database with a demo ISP (see the module docstring). Raises `DatabaseNotEmpty`
-    (writing nothing) when customers, plans, invoices or payments already exist."""
-    return DemoSeeder(customers=customers, seed=seed, months=months, progress=progress).run()
+    (writing nothing) when customers, plans, invoices or payments already exist. `postpaid_only`
+    gives every customer a monthly postpaid service (the billing-run benchmark's population)."""
+    return DemoSeeder(
+        customers=customers, seed=seed, months=months, progress=progress, postpaid_only=postpaid_only
+    ).run()
 
 
 def demo_digest() -> str:

@@ -50,6 +50,9 @@ class Command(BaseCommand):
             help=f"months of billing history before today (default {DEFAULT_MONTHS}; 0 = catalog, customers and "
             "services only)",
         )
+        parser.add_argument(
+            "--postpaid-only", action="store_true", help="every customer on a monthly postpaid plan (benchmarks)"
+        )
 
     def handle(self, *args, **options):
         def progress(message: str) -> None:
@@ -61,7 +64,11 @@ class Command(BaseCommand):
             raise CommandError("the database has no tables yet: run `wavu migrate` first")
         try:
             summary = seed_demo(
-                customers=options["customers"], seed=options["seed"], months=options["months"], progress=progress
+                customers=options["customers"],
+                seed=options["seed"],
+                months=options["months"],
+                progress=progress,
+                postpaid_only=options["postpaid_only"],
             )
         except DatabaseNotEmpty as exc:
             raise CommandError(str(exc)) from exc

@@ -1,0 +1,147 @@
+"""`make bench`: Wavu's benchmarks, each measured against a baseline taken in the same run.
+
+Billing run (issue 3): for each database (SQLite, and PostgreSQL when it answers) and each N in
+--sizes (default 10,000 and 100,000), a fresh database is migrated and filled by
+`wavu seed-demo --customers N --months 0 --postpaid-only`; then a new process runs the billing run
+once (benchmarks/billing_run.py) and reports services billed per second, the database's raw insert
+rate for the same rows, their ratio, and peak memory. Targets (2-core machine): ≥ 2,000 services/s
+on PostgreSQL, ≥ 4,000/s on SQLite, throughput at the largest N within 20 % of the smallest, memory
+flat in N. The figures are printed and written to var/bench/billing-run-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TARGETS = {"sqlite": 4000, "postgresql": 2000}
+
+
+def _env(database_url: str | None, var_dir: str) -> dict:
+    env = dict(os.environ)
+    env.pop("DATABASE_URL", None)
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    env.update(WAVU_VAR_DIR=var_dir, DEBUG="false", SECRET_KEY="bench-only-secret-key-0123456789abcdefghijkl")
+    return env
+
+
+def _run(args: list[str], env: dict) -> str:
+    done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"failed: {' '.join(args)}")
+    return done.stdout
+
+
+def _fresh_postgres(url: str) -> str | None:
+    """A new empty database `wavu_bench` on the server of `url`, or None when no server answers."""
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+            conn.execute("DROP DATABASE IF EXISTS wavu_bench WITH (FORCE)")
+            conn.execute("CREATE DATABASE wavu_bench")
+    except psycopg.Error:
+        return None
+    return url.rsplit("/", 1)[0] + "/wavu_bench"
+
+
+def billing_run(sizes: list[int], databases: list[str], pg_url: str) -> list[dict]:
+    results = []
+    run_date = (dt.date.today() + dt.timedelta(days=35)).isoformat()  # every seeded service is due by then
+    for database in databases:
+        for n in sizes:
+            with tempfile.TemporaryDirectory(prefix="wavu-bench-") as var_dir:
+                url = None
+                if database == "postgresql":
+                    url = _fresh_postgres(pg_url)
+                    if url is None:
+                        print("PostgreSQL does not answer: PostgreSQL runs skipped")
+                        break
+                env = _env(url, var_dir)
+                print(f"[{database}] N={n:,}: migrate and seed…", flush=True)
+                started = time.perf_counter()
+                _run([str(BIN / "wavu"), "migrate", "-v0"], env)
+                _run([str(BIN / "wavu"), "seed-demo", "--customers", str(n), "--months", "0", "--postpaid-only",
+                      "-v0"], env)  # fmt: skip
+                seeded = time.perf_counter() - started
+                print(f"[{database}] N={n:,}: seeded in {seeded:.0f} s; billing run…", flush=True)
+                out = _run([sys.executable, str(ROOT / "benchmarks" / "billing_run.py"), "measure", "--date",
+                            run_date], env)  # fmt: skip
+                result = json.loads(out.strip().splitlines()[-1])
+                result.update(n=n, seed_seconds=round(seeded, 1))
+                results.append(result)
+                print(
+                    f"[{database}] N={n:,}: {result['billed']:,} billed in {result['seconds']:.2f} s = "
+                    f"{result['services_per_second']:,.0f}/s; raw insert of the same rows "
+                    f"{result['raw_rows_per_second']:,.0f} rows/s; ratio {result['ratio_to_raw_insert']}; "
+                    f"peak RSS {result['rss_peak_mb']} MB",
+                    flush=True,
+                )
+    return results
+
+
+def report(results: list[dict]) -> list[str]:
+    lines = ["", "Billing run — services billed per second (target: SQLite ≥ 4,000, PostgreSQL ≥ 2,000)", ""]
+    lines.append(f"{'database':<11}{'N':>9}{'billed':>9}{'s':>8}{'/s':>8}{'raw rows/s':>12}{'ratio':>7}"
+                 f"{'RSS MB':>8}{'target':>8}")  # fmt: skip
+    for r in results:
+        ok = "ok" if r["services_per_second"] >= TARGETS[r["database"]] else "MISSED"
+        lines.append(f"{r['database']:<11}{r['n']:>9,}{r['billed']:>9,}{r['seconds']:>8.2f}"
+                     f"{r['services_per_second']:>8,.0f}{r['raw_rows_per_second']:>12,.0f}"
+                     f"{r['ratio_to_raw_insert']:>7.3f}{r['rss_peak_mb']:>8.0f}{ok:>8}")  # fmt: skip
+    by_db: dict[str, list[dict]] = {}
+    for r in results:
+        by_db.setdefault(r["database"], []).append(r)
+    for database, rows in by_db.items():
+        if len(rows) < 2:
+            continue
+        small, large = min(rows, key=lambda r: r["n"]), max(rows, key=lambda r: r["n"])
+        drop = 1 - large["services_per_second"] / small["services_per_second"]
+        growth = large["rss_peak_mb"] - small["rss_peak_mb"]
+        lines.append(
+            f"{database}: throughput at {large['n']:,} is {drop:+.1%} below {small['n']:,} "
+            f"({'ok' if drop <= 0.20 else 'MISSED'}: within 20 %); peak RSS {small['rss_peak_mb']} → "
+            f"{large['rss_peak_mb']} MB ({growth:+.0f} MB)"
+        )
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Wavu benchmarks")
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated N (default 10000,100000)")
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument(
+        "--pg-url", default=os.environ.get("PG_BENCH_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    )
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    databases = [d.strip() for d in args.databases.split(",") if d.strip()]
+    started = dt.datetime.now()
+    results = billing_run(sizes, databases, args.pg_url)
+    lines = report(results)
+    print("\n".join(lines))
+    out_dir = ROOT / "var" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"billing-run-{started:%Y%m%d-%H%M%S}.json"
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    path.write_text(json.dumps({"started": started.isoformat(), "machine": machine, "results": results}, indent=2))
+    print(f"\nwritten to {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
