@@ -121,6 +121,11 @@ class Bill:
 
 
 @functools.lru_cache(maxsize=4096)
+def _local_date(moment: dt.datetime) -> dt.date:
+    return clock.local(moment).date()
+
+
+@functools.lru_cache(maxsize=4096)
 def billing_period(start: dt.datetime, anchor_day: int, months: int) -> tuple[dt.datetime, dt.datetime, int, int]:
     """(start, end, days charged, days of the full period) of the postpaid period beginning at `start`.
 
@@ -432,9 +437,7 @@ class _BatchWriter:
             try:
                 bill = plan_bill(row, self.plans[row.plan_id], addons_by_sub.get(row.pk, []), prices, self.labels)
                 for charge in bill.charges:  # price and tax must resolve before anything is written
-                    self._split(
-                        charge.unit_price * charge.quantity, charge.tax_class, clock.local(bill.period_start).date()
-                    )
+                    self._split(charge.unit_price * charge.quantity, charge.tax_class, _local_date(bill.period_start))
             except (NoPrice, TaxRateMissing, ValidationError, DomainError) as exc:
                 flags.append(self._flag(row.pk, exc, now))
                 continue
@@ -508,7 +511,7 @@ class _BatchWriter:
         due_date = self.issue_date + dt.timedelta(days=self.due_days)
         invoice_rows, line_sets, totals = [], [], []
         for bill, number in zip(bills, numbers, strict=True):
-            tax_day = clock.local(bill.period_start).date()
+            tax_day = _local_date(bill.period_start)
             lines, net_t, exc_t, vat_t, gross_t, revenue = [], Decimal(0), Decimal(0), Decimal(0), Decimal(0), {}
             for position, c in enumerate(bill.charges, start=1):
                 gross = round_money(c.unit_price * c.quantity, self.currency)
