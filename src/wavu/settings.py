@@ -46,6 +46,8 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "django_tasks",
+    "django_tasks_db",
     "wavu.core",
     "wavu.customers",
     "wavu.catalog",
@@ -96,6 +98,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Background work (docs/operations.md "Background work"): jobs are rows in the same database, run by
+# `wavu worker`. One backend, one queue; the worker claims rows with SELECT … FOR UPDATE SKIP LOCKED on
+# PostgreSQL and under SQLite's write lock, so any number of workers never run a job twice.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -191,4 +198,9 @@ WAVU = {
     "PAUSES_PER_YEAR": int(os.environ.get("WAVU_PAUSES_PER_YEAR", "2")),
     # Subscriptions billed per transaction in a billing run.
     "BILLING_BATCH_SIZE": int(os.environ.get("WAVU_BILLING_BATCH_SIZE", "500")),
+    # Background work: how long finished job records are kept (days), and after how many seconds
+    # without a heartbeat a worker counts as stale (/healthz, recovery of the jobs it was running).
+    "TASK_RESULTS_KEEP_DAYS": int(os.environ.get("WAVU_TASK_RESULTS_KEEP_DAYS", "30")),
+    "FAILED_TASK_RESULTS_KEEP_DAYS": int(os.environ.get("WAVU_FAILED_TASK_RESULTS_KEEP_DAYS", "90")),
+    "WORKER_STALE_SECONDS": int(os.environ.get("WAVU_WORKER_STALE_SECONDS", "120")),
 }

@@ -9,6 +9,7 @@ from rest_framework.routers import DefaultRouter
 
 from wavu.billing import api as billing_api
 from wavu.catalog import api as catalog_api
+from wavu.core.tasks import worker_health
 from wavu.customers import api as customers_api
 from wavu.ledger import api as ledger_api
 from wavu.payments import api as payments_api
@@ -20,12 +21,21 @@ for module in (customers_api, catalog_api, subscriptions_api, billing_api, payme
 
 
 def healthz(request):
+    """The database (503 when it fails) and the background workers' liveness ("worker": ok / stale / none).
+
+    A stale or missing worker does not make the answer 503 (the web process is healthy); monitor the
+    "worker" field separately.
+    """
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        return JsonResponse({"status": "ok", "database": "ok"})
     except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
-        return JsonResponse({"status": "error", "database": str(exc)}, status=503)
+        return JsonResponse({"status": "error", "database": str(exc), "worker": "unknown"}, status=503)
+    try:
+        worker = worker_health()
+    except Exception:  # noqa: BLE001 - e.g. the table is missing before `migrate`
+        worker = "unknown"
+    return JsonResponse({"status": "ok", "database": "ok", "worker": worker})
 
 
 admin.site.site_header = "Wavu administration"

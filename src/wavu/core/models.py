@@ -68,3 +68,45 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label} {self.verb or self.action} {self.object_repr}"
+
+
+class ScheduledRun(models.Model):
+    """One firing of a periodic job for one slot (`core.scheduler`).
+
+    The unique (name, slot) pair is the scheduler's lease: the row is inserted in the transaction
+    that enqueues the job, so however many schedulers tick, and however often, a slot fires once.
+    """
+
+    name = models.CharField(max_length=80, help_text="the periodic job's name in wavu/schedule.py")
+    slot = models.DateTimeField(help_text="start of the interval this firing covers")
+    fired_at = models.DateTimeField()
+    task_result_id = models.CharField(max_length=64, blank=True, help_text="the enqueued job record")
+
+    class Meta:
+        ordering = ["-slot", "name"]
+        constraints = [models.UniqueConstraint(fields=["name", "slot"], name="scheduledrun_once_per_slot")]
+
+    def __str__(self):
+        return f"{self.name} @ {self.slot:%Y-%m-%d %H:%M}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A running `wavu worker` process; refreshed every scheduler tick, deleted on a clean stop.
+
+    /healthz reads it ("worker": ok / stale / none), and jobs left RUNNING by a worker whose
+    heartbeat went stale are failed and retried (`core.tasks.recover_orphaned_jobs`).
+    """
+
+    worker_id = models.CharField(max_length=64, unique=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.CharField(max_length=200)
+    runs_scheduler = models.BooleanField(default=True)
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+
+    def __str__(self):
+        return f"{self.worker_id} on {self.hostname} (pid {self.pid})"

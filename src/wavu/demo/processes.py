@@ -1,9 +1,10 @@
 """A tiny supervisor for `wavu demo`: start a list of child processes, stop them all together.
 
-`wavu demo` runs one process group: the web server today, and the task worker and the local
-simulators as later issues add them. Each is a `ChildProcess` (a name and a command line); the
-supervisor starts them in order, prefixes nothing and captures nothing (children write straight
-to the terminal), and stops everything when any child exits or the operator presses Ctrl-C.
+`wavu demo` runs one process group: the web server and the background worker (`wavu worker`, jobs
+and the scheduler) today, and the local simulators as later issues add them. Each is a
+`ChildProcess` (a name and a command line); the supervisor starts them in order, prefixes nothing
+and captures nothing (children write straight to the terminal), and stops everything when any
+child exits or the operator presses Ctrl-C.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Steps: create the data folder (SQLite), migrate, seed a demo ISP when the database is empty, make
 sure the demo superuser and its API token exist, print the URLs and logins, then supervise the
-child processes (the web server today) until Ctrl-C. Later issues add the task worker and the
-local simulators by appending to `child_processes()`.
+child processes — the web server and the background worker with its scheduler (`wavu worker`) —
+until Ctrl-C. Later issues add the local simulators by appending to `child_processes()`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ DEMO_EMAIL = "admin@wavu.example"
 class Command(BaseCommand):
     help = (
         "Run the Wavu demo: migrate, seed a demo ISP if the database is empty, ensure the demo superuser "
-        f"({DEMO_USERNAME} / {DEMO_PASSWORD}) and its API token, print URLs, then run the web server. "
+        f"({DEMO_USERNAME} / {DEMO_PASSWORD}) and its API token, print URLs, then run the web server and the "
+        "background worker. "
         "Ctrl-C stops everything."
     )
 
@@ -92,13 +93,15 @@ class Command(BaseCommand):
         return token.key
 
     def child_processes(self, options) -> list[ChildProcess]:
-        """The processes `wavu demo` supervises. Later issues append the worker and the simulators here."""
+        """The processes `wavu demo` supervises. Later issues append the simulators here."""
         host = options["host"]
         address = f"[{host}]:{options['port']}" if ":" in host else f"{host}:{options['port']}"
         return [
             # --noreload: the supervisor owns the process (the autoreloader would fork a grandchild);
             # --insecure: serve the admin's static files even with DEBUG off.
             ChildProcess("web", wavu_command("runserver", address, "--noreload", "--insecure")),
+            # background jobs and the scheduler of periodic jobs (billing runs, renewals, dunning…)
+            ChildProcess("worker", wavu_command("worker")),
         ]
 
     # --- output ----------------------------------------------------------------------------------
@@ -113,6 +116,7 @@ class Command(BaseCommand):
             f"  Health         {base}/healthz",
             f"  API token      {token}",
             f'  Try            curl -H "Authorization: Token {token}" {base}/api/v1/',
+            f"  Jobs           {base}/admin/django_tasks_database/dbtaskresult/   (run by the worker)",
             "  (an existing admin user keeps the password it had; Ctrl-C stops the demo)",
             "",
         ]

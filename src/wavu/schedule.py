@@ -1,0 +1,20 @@
+"""THE list of periodic jobs. `wavu worker` fires each at most once per slot (see `wavu.core.scheduler`).
+
+Add a job with one line: a unique name, the dotted path of a job declared with `wavu.core.tasks.task`,
+and either `every=` (an interval dividing a day, aligned to local midnight) or `at=` (daily, local time):
+
+    Periodic("billing-run", "wavu.billing.tasks.billing_run", every=timedelta(hours=1)),
+    Periodic("dunning", "wavu.billing.tasks.dunning", at=time(8, 0)),
+
+After downtime only the latest missed slot fires, once. Jobs must be idempotent. `wavu worker` refuses
+to start when a path does not import (`validate_schedule`).
+"""
+
+from datetime import time, timedelta
+
+from wavu.core.scheduler import Periodic
+
+SCHEDULE: list[Periodic] = [
+    Periodic("recover-orphaned-jobs", "wavu.core.tasks.recover_orphaned_jobs_job", every=timedelta(minutes=5)),
+    Periodic("prune-job-records", "wavu.core.tasks.prune_job_records_job", at=time(3, 30)),
+]
