@@ -1,11 +1,16 @@
 """Django admin for subscriptions. Creating, editing and every status change go through
 `subscriptions.services` (validated, locked, audited, lifecycle events written); the status itself
-is read-only and changes with the actions of the list page. Lifecycle events are read-only."""
+is read-only and changes with the actions of the list page. A plan change goes through
+`billing.plan_changes.change_plan` (an upgrade now, prorated; a downgrade at the period end). The
+columns the lifecycle owns (period, next bill, pending plan, pause, suspension cause) are
+read-only. Lifecycle events are read-only."""
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 
+from wavu.billing import plan_changes
+from wavu.core import clock
 from wavu.core.errors import DomainError
 
 from . import services
@@ -55,7 +60,7 @@ class SubscriptionChangeForm(forms.ModelForm):
 
     class Meta:
         model = Subscription
-        fields = ("plan", "username", "static_ip", "mac_address", "billing_anchor_day", "notes")
+        fields = ("plan", "username", "static_ip", "mac_address", "billing_anchor_day", "auto_renew", "notes")
 
     def _post_clean(self):
         pass
@@ -69,7 +74,7 @@ class SubscriptionChangeForm(forms.ModelForm):
             data.update(services.clean_credentials(subscription=self.instance, **given))
             plan = data.get("plan") or self.instance.plan
             if "plan" in self.changed_data:
-                services.validate_plan_change(self.instance, plan)
+                plan_changes.quote_plan_change(self.instance, plan)
             if "billing_anchor_day" in self.changed_data:
                 services.clean_billing_anchor_day(data.get("billing_anchor_day"), plan)
         except ValidationError as exc:
@@ -127,6 +132,16 @@ def _lifecycle_action(name: str, description: str):
     return admin.action(description=f"{description} the selected services")(run)
 
 
+def _describe_plan_change(plan, result) -> str:
+    when = clock.local(result.effective_at).strftime("%Y-%m-%d %H:%M")
+    if result.scheduled:
+        return f"The {result.kind} to {plan} is scheduled for {when} (the end of the period)."
+    documents = [f"credit note {result.credit_note.number} ({result.credit})"] if result.credit_note else []
+    if result.invoice:
+        documents.append(f"invoice {result.invoice.number} ({result.charge})")
+    return f"Moved to {plan} now" + (f": {', '.join(documents)}." if documents else ".")
+
+
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
     list_display = ("username", "customer", "plan", "status", "current_period_end", "static_ip", "created_at")
@@ -142,6 +157,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         _lifecycle_action("pause", "Pause"),
         _lifecycle_action("expire", "Expire"),
         _lifecycle_action("cancel", "Cancel"),
+        _lifecycle_action("cancel_scheduled_plan_change", "Drop the scheduled plan change of"),
     ]
     readonly_fields = (
         "customer",
@@ -150,7 +166,12 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "activated_at",
         "current_period_start",
         "current_period_end",
+        "next_bill_at",
+        "pending_plan",
+        "pending_plan_at",
+        "suspension_cause",
         "paused_at",
+        "pause_until",
         "cancelled_at",
         "scheduled_start",
         "created_at",
@@ -193,8 +214,9 @@ class SubscriptionAdmin(admin.ModelAdmin):
         if credentials:
             services.change_credentials(current, reason="admin", **credentials)
         if "plan" in form.changed_data:
-            services.change_plan(current, data["plan"], reason="admin")
-        details = {f: data.get(f) for f in ("notes", "billing_anchor_day") if f in form.changed_data}
+            result = plan_changes.change_plan(current, data["plan"], reason="admin")
+            self.message_user(request, _describe_plan_change(data["plan"], result), messages.INFO)
+        details = {f: data.get(f) for f in ("notes", "billing_anchor_day", "auto_renew") if f in form.changed_data}
         if details:
             services.update_subscription(current, reason="admin", **details)
         for field in Subscription._meta.concrete_fields:

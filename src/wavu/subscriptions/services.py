@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 import re
 import secrets
 from collections.abc import Iterable
@@ -34,7 +35,7 @@ from wavu.customers.models import Customer
 
 from .models import TRANSITIONS, LifecycleEvent, Status, Subscription, SubscriptionAddOn, SuspensionCause
 from .periods import period_for
-from .selectors import with_username
+from .selectors import paused_due, with_username
 
 # Lower-case letters and digits without the ones people confuse when reading a password out
 # over the phone or off an SMS: 0/o, 1/l/i.
@@ -43,11 +44,28 @@ PASSWORD_LENGTH = 12
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{2,63}$")
 MAX_USERNAME_ATTEMPTS = 50
 
+logger = logging.getLogger(__name__)
+
 
 class InvalidTransition(DomainError):
     """A status change that `TRANSITIONS` does not allow (or an operation whose precondition fails)."""
 
     code = "invalid_transition"
+    status = 409
+
+
+class PauseLimitReached(DomainError):
+    """The service has had as many pauses in the last 12 months as WAVU["PAUSES_PER_YEAR"] allows."""
+
+    code = "pause_limit_reached"
+    status = 409
+
+
+class PlanKindMismatch(DomainError):
+    """Postpaid, prepaid and hotspot services are different products: moving between them is a new
+    service (cancel one, open the other), not a plan change."""
+
+    code = "plan_kind_mismatch"
     status = 409
 
 
@@ -378,19 +396,8 @@ def _apply_effects(sub: Subscription, from_status: str, to_status: str, at: dt.d
     if to_status == Status.ACTIVE:
         if new_period or from_status in (Status.PENDING, Status.EXPIRED):
             data.update(_start_period(sub, at))
-        elif (
-            from_status == Status.PAUSED
-            and sub.paused_at
-            and sub.current_period_end
-            and sub.plan.kind != Plan.Kind.POSTPAID
-            and at > sub.paused_at
-        ):
-            # Prepaid time is not lost while paused: the expiry moves by the paused time.
-            sub.current_period_end += at - sub.paused_at
-            data["period_end"] = _iso(sub.current_period_end)
-        sub.paused_at = None
-    elif to_status == Status.PAUSED:
-        sub.paused_at = at
+        elif from_status == Status.PAUSED:
+            data.update(_shift_for_pause(sub, at))
     elif to_status == Status.CANCELLED:
         sub.cancelled_at = at
         ended = SubscriptionAddOn.objects.filter(subscription=sub, ended_at__isnull=True).update(ended_at=at)
@@ -399,7 +406,66 @@ def _apply_effects(sub: Subscription, from_status: str, to_status: str, at: dt.d
         if sub.static_ip:
             data["released_static_ip"] = sub.static_ip
             sub.static_ip = None
+        if sub.pending_plan_id is not None:
+            data["dropped_pending_plan"] = sub.pending_plan.code
+            sub.pending_plan, sub.pending_plan_at = None, None
+    if from_status == Status.PAUSED and to_status != Status.PAUSED:
+        sub.paused_at, sub.pause_until = None, None
     return data
+
+
+def _shift_for_pause(sub: Subscription, at: dt.datetime) -> dict:
+    """Resuming a paused service: the billing clock stood still while it was paused, so the period
+    end (prepaid expiry, postpaid end of the invoiced period), the postpaid `next_bill_at` and a
+    scheduled plan change due after the pause began all move by the paused time. The billing
+    anchor day is kept: the next postpaid period runs from the shifted date to the next anchor
+    date (a short period, which the billing run prorates by days)."""
+    if sub.paused_at is None or at <= sub.paused_at:
+        return {}
+    shift = at - sub.paused_at
+    data: dict = {"paused_at": _iso(sub.paused_at), "shift_seconds": int(shift.total_seconds())}
+    if sub.current_period_end is not None:
+        sub.current_period_end += shift
+        data["period_end"] = _iso(sub.current_period_end)
+    if sub.plan.kind == Plan.Kind.POSTPAID and sub.next_bill_at is not None:
+        sub.next_bill_at += shift
+        data["next_bill_at"] = _iso(sub.next_bill_at)
+    if sub.pending_plan_at is not None and sub.pending_plan_at >= sub.paused_at:
+        sub.pending_plan_at += shift
+        data["pending_plan_at"] = _iso(sub.pending_plan_at)
+    return data
+
+
+def _begin_pause(sub: Subscription, at: dt.datetime, until) -> dict:
+    """Check the vacation-hold limits under the subscription lock and record the pause.
+
+    `until` defaults to `at` + WAVU["PAUSE_MAX_DAYS"] and may not be later than that; at most
+    WAVU["PAUSES_PER_YEAR"] pauses start in the 365 days up to `at` (counted from the `paused`
+    lifecycle events), the next one is refused with `pause_limit_reached`."""
+    max_days = settings.WAVU["PAUSE_MAX_DAYS"]
+    latest = at + dt.timedelta(days=max_days)
+    if until is None:
+        until = latest
+    elif isinstance(until, dt.date) and not isinstance(until, dt.datetime):
+        until = clock.start_of_day(until)
+    if not isinstance(until, dt.datetime) or until.tzinfo is None:
+        raise _field_error("until", "Give the end of the pause as a date and time with a time zone.", "until_invalid")
+    if until <= at:
+        raise _field_error("until", "A pause must end after it starts.", "until_invalid")
+    if until > latest:
+        raise _field_error("until", f"A pause lasts at most {max_days} days (until {clock.local(latest):%Y-%m-%d}).",
+                           "pause_too_long")  # fmt: skip
+    allowed = settings.WAVU["PAUSES_PER_YEAR"]
+    taken = LifecycleEvent.objects.filter(
+        subscription=sub, kind="paused", at__gt=at - dt.timedelta(days=365), at__lte=at
+    ).count()
+    if taken >= allowed:
+        raise PauseLimitReached(
+            f"Service {sub.username} was already paused {taken} time(s) in the last 12 months; "
+            f"at most {allowed} pause(s) a year are allowed."
+        )
+    sub.paused_at, sub.pause_until = at, until
+    return {"pause_until": _iso(until)}
 
 
 def _change_status(
@@ -413,6 +479,7 @@ def _change_status(
     new_period: bool = False,
     require_from: Iterable[str] | None = None,
     cause: str = "",
+    pause_until=None,
 ) -> Subscription:
     if to_status not in Status.values:
         raise DomainError(
@@ -435,6 +502,8 @@ def _change_status(
         at = at or clock.now()
         before = audit.snapshot(sub)
         data = _apply_effects(sub, from_status, to_status, at, new_period)
+        if to_status == Status.PAUSED:
+            data.update(_begin_pause(sub, at, pause_until))
         if to_status == Status.SUSPENDED:
             sub.suspension_cause = cause or SuspensionCause.STAFF
             data["cause"] = sub.suspension_cause
@@ -459,8 +528,9 @@ def transition(
     """Move `subscription` to `to_status` if `TRANSITIONS` allows it from its current status.
 
     Effects by target: active from pending or expired starts a new period (see `activate`), from
-    suspended or paused resumes the current one (see `resume`); paused records when; cancelled
-    ends open add-ons and releases the static IP. `actor` overrides the label of who acted (e.g.
+    suspended or paused resumes the current one (see `resume`); paused records when, with the
+    default end and the limits of `pause`; cancelled ends open add-ons, releases the static IP and
+    drops a scheduled plan change. `actor` overrides the label of who acted (e.g.
     "job:expiry"); by default it is `core.audit.current_actor()`. Refused with `InvalidTransition`
     (nothing changed) otherwise. Locks the subscription row; writes a lifecycle event and an audit
     event. Not idempotent: a repeated move from the new status is refused unless allowed.
@@ -497,8 +567,14 @@ def suspend(
 
 
 def resume(subscription: Subscription, *, reason: str = "", actor: str | None = None, at=None) -> Subscription:
-    """Bring a suspended or paused service back to active in its current period. A paused prepaid or
-    hotspot service gets the paused time added to its expiry. Refused from any other status."""
+    """Bring a suspended or paused service back to active in its current period. Refused from any
+    other status.
+
+    From paused, the billing clock restarts where it stopped: for every kind of plan the period end
+    moves by the paused time (`at` − `paused_at`), and so do a postpaid service's `next_bill_at`
+    (its next invoice comes that much later) and a scheduled plan change due after the pause
+    began. The `resumed` event's data records the shift (`shift_seconds`) and the new dates;
+    `paused_at` and `pause_until` are cleared."""
     return _change_status(
         subscription,
         Status.ACTIVE,
@@ -510,9 +586,49 @@ def resume(subscription: Subscription, *, reason: str = "", actor: str | None = 
     )
 
 
-def pause(subscription: Subscription, *, reason: str = "", actor: str | None = None, at=None) -> Subscription:
-    """Pause an active service at the customer's request (travel, relocation)."""
-    return _change_status(subscription, Status.PAUSED, reason=reason, actor=actor, at=at)
+def pause(
+    subscription: Subscription,
+    *,
+    until: dt.datetime | None = None,
+    reason: str = "",
+    actor: str | None = None,
+    at: dt.datetime | None = None,
+) -> Subscription:
+    """Pause an active service at the customer's request (vacation hold: travel, relocation) from
+    `at` (default now) until `until`, when `resume_due_pauses` resumes it by itself.
+
+    Limits (settings.WAVU): `until` defaults to, and may not be later than, `at` +
+    PAUSE_MAX_DAYS (`pause_too_long`; not after `at`: `until_invalid`); at most PAUSES_PER_YEAR
+    pauses may start in the 365 days up to `at`, counted from the `paused` lifecycle events
+    (`pause_limit_reached`, 409). Only an active service can be paused (`TRANSITIONS`: a pending,
+    suspended or expired one is refused with `invalid_transition`). Locks the subscription; the
+    limits are checked under the lock; writes a `paused` event (data: `pause_until`) and an audit
+    row; a refusal writes nothing. Not idempotent: pausing a paused service is refused."""
+    return _change_status(subscription, Status.PAUSED, reason=reason, actor=actor, at=at, pause_until=until)
+
+
+def resume_due_pauses(now: dt.datetime | None = None) -> int:
+    """Periodic job: resume every paused service whose `pause_until` has come by `now` (default
+    now), acting as "job:pause", with `at` = its `pause_until` so the period moves by exactly the
+    planned length of the pause however late the job runs. Returns how many were resumed.
+
+    Idempotent and safe to run concurrently or twice: each service is locked and re-checked
+    (still paused, still due) in its own transaction; a resumed service is no longer selected.
+    One service failing is logged and does not stop the others."""
+    now = now or clock.now()
+    due = list(paused_due(now).values_list("pk", flat=True))
+    resumed = 0
+    for pk in due:
+        try:
+            with transaction.atomic():
+                sub = _lock(Subscription(pk=pk))
+                if sub.status != Status.PAUSED or sub.pause_until is None or sub.pause_until > now:
+                    continue
+                resume(sub, at=sub.pause_until, actor="job:pause", reason="the planned pause ended")
+                resumed += 1
+        except Exception:  # one bad row must not stop the others; the next run retries it
+            logger.exception("could not resume paused subscription %s", pk)
+    return resumed
 
 
 def expire(subscription: Subscription, *, reason: str = "", actor: str | None = None, at=None) -> Subscription:
@@ -581,12 +697,17 @@ def renew_period(
     return subscription
 
 
-def apply_pending_plan(subscription: Subscription, *, at: dt.datetime | None = None, reason: str = "") -> bool:
+def apply_pending_plan(
+    subscription: Subscription, *, at: dt.datetime | None = None, reason: str = "", actor: str | None = None
+) -> bool:
     """Switch to the plan waiting in `pending_plan` once `pending_plan_at` has come (default now)
     and clear it; returns whether it switched. Idempotent: without a due pending plan it changes
-    nothing. Locks the subscription; writes a `plan_changed` event and an audit row."""
+    nothing. The billing run and the prepaid renewal call it before billing the next period, so
+    that period is billed on the new plan. `actor` labels who acted (e.g. "job:billing-run").
+    Locks the subscription; writes a `plan_changed` event (data: from_plan, to_plan,
+    scheduled: true) and an audit row."""
     at = at or clock.now()
-    with transaction.atomic():
+    with _actor_scope(actor), transaction.atomic():
         sub = _lock(subscription)
         if sub.pending_plan_id is None or (sub.pending_plan_at is not None and sub.pending_plan_at > at):
             copy_field_values(subscription, sub)
@@ -600,6 +721,66 @@ def apply_pending_plan(subscription: Subscription, *, at: dt.datetime | None = N
                data={"from_plan": old_plan.code, "to_plan": new_plan.code, "scheduled": True})  # fmt: skip
         audit.record(sub, AuditEvent.Action.UPDATE, before=before, after=audit.snapshot(sub),
                      verb="apply_pending_plan", reason=reason)  # fmt: skip
+    copy_field_values(subscription, sub)
+    return True
+
+
+def schedule_plan_change(
+    subscription: Subscription,
+    new_plan: Plan,
+    at: dt.datetime,
+    *,
+    reason: str = "",
+    actor: str | None = None,
+) -> Subscription:
+    """Schedule a move to `new_plan` at `at` (normally the end of the current period; a downgrade
+    waits for it): sets `pending_plan` / `pending_plan_at`, which `apply_pending_plan` applies.
+
+    Refused, writing nothing: a cancelled service, the current plan, a plan no longer sold or
+    without a price at `at`, a plan of another kind (`plan_kind_mismatch`). A different pending
+    change is replaced (the event says which). Idempotent: the same plan at the same time again
+    changes nothing. Locks the subscription; writes a `plan_change_scheduled` event (data:
+    from_plan, to_plan, at, replaced) and an audit row."""
+    if not isinstance(at, dt.datetime) or at.tzinfo is None:
+        raise _field_error("at", "Give when the plan changes as a date and time with a time zone.", "at_invalid")
+    with _actor_scope(actor), transaction.atomic():
+        sub = _lock(subscription)
+        validate_plan_switch(sub, new_plan, at=at)
+        if sub.pending_plan_id == new_plan.pk and sub.pending_plan_at == at:
+            copy_field_values(subscription, sub)
+            return subscription
+        before = audit.snapshot(sub)
+        replaced = sub.pending_plan.code if sub.pending_plan_id is not None else None
+        sub.pending_plan, sub.pending_plan_at = new_plan, at
+        sub.updated_at = clock.now()
+        sub.save()
+        data = {"from_plan": sub.plan.code, "to_plan": new_plan.code, "at": _iso(at)}
+        if replaced:
+            data["replaced"] = replaced
+        _event(sub, "plan_change_scheduled", at=clock.now(), reason=reason, data=data)
+        audit.record(sub, AuditEvent.Action.UPDATE, before=before, after=audit.snapshot(sub),
+                     verb="schedule_plan_change", reason=reason)  # fmt: skip
+    copy_field_values(subscription, sub)
+    return subscription
+
+
+def cancel_scheduled_plan_change(subscription: Subscription, *, reason: str = "", actor: str | None = None) -> bool:
+    """Drop the plan change waiting in `pending_plan`; returns whether there was one. Idempotent:
+    without a pending change nothing is written. Locks the subscription; writes a
+    `plan_change_cancelled` event (data: plan, at) and an audit row."""
+    with _actor_scope(actor), transaction.atomic():
+        sub = _lock(subscription)
+        if sub.pending_plan_id is None:
+            copy_field_values(subscription, sub)
+            return False
+        before = audit.snapshot(sub)
+        data = {"plan": sub.pending_plan.code, "at": _iso(sub.pending_plan_at)}
+        sub.pending_plan, sub.pending_plan_at = None, None
+        sub.updated_at = clock.now()
+        sub.save()
+        _event(sub, "plan_change_cancelled", at=clock.now(), reason=reason, data=data)
+        audit.record(sub, AuditEvent.Action.UPDATE, before=before, after=audit.snapshot(sub),
+                     verb="cancel_scheduled_plan_change", reason=reason)  # fmt: skip
     copy_field_values(subscription, sub)
     return True
 
@@ -670,14 +851,35 @@ def validate_plan_change(subscription: Subscription, new_plan: Plan, *, at: dt.d
     plan_price(new_plan, at or clock.now())
 
 
+def validate_plan_switch(subscription: Subscription, new_plan: Plan, *, at: dt.datetime | None = None) -> None:
+    """`validate_plan_change` plus: the new plan is of the same kind (postpaid, prepaid, hotspot);
+    moving between kinds is a new service, refused with `plan_kind_mismatch`."""
+    validate_plan_change(subscription, new_plan, at=at)
+    if new_plan.kind != subscription.plan.kind:
+        raise PlanKindMismatch(
+            f"{subscription.plan} is a {subscription.plan.get_kind_display().lower()} plan and {new_plan} a "
+            f"{new_plan.get_kind_display().lower()} one: switching between postpaid, prepaid and hotspot is not a "
+            "plan change; cancel this service and open a new one.",
+            fields={"plan": ["a plan of another kind"]},
+        )
+
+
 def change_plan(
-    subscription: Subscription, new_plan: Plan, *, reason: str = "", at: dt.datetime | None = None
+    subscription: Subscription,
+    new_plan: Plan,
+    *,
+    reason: str = "",
+    at: dt.datetime | None = None,
+    data: dict | None = None,
+    actor: str | None = None,
 ) -> Subscription:
-    """Move the service to `new_plan` from now on. (Proration of the current period is billing's
-    job, a later step.) Refused for a cancelled service, the same plan, or a plan no longer sold or
-    without a price. Locks the subscription; writes a `plan_changed` event and an audit row."""
+    """Move the service to `new_plan` from now on: the primitive switch, without any billing.
+    (`billing.plan_changes.change_plan` prorates the current period and calls this.) Refused for a
+    cancelled service, the same plan, or a plan no longer sold or without a price. Locks the
+    subscription; writes a `plan_changed` event (data: from_plan, to_plan and the caller's `data`,
+    which must be JSON-serialisable) and an audit row."""
     at = at or clock.now()
-    with transaction.atomic():
+    with _actor_scope(actor), transaction.atomic():
         sub = _lock(subscription)
         validate_plan_change(sub, new_plan, at=at)
         before = audit.snapshot(sub)
@@ -692,7 +894,7 @@ def change_plan(
             "plan_changed",
             at=at,
             reason=reason,
-            data={"from_plan": old_plan.code, "to_plan": new_plan.code},
+            data={"from_plan": old_plan.code, "to_plan": new_plan.code, **(data or {})},
         )
         audit.record(
             sub, AuditEvent.Action.UPDATE, before=before, after=audit.snapshot(sub), verb="change_plan", reason=reason
@@ -760,10 +962,13 @@ def change_credentials(
 
 
 def update_subscription(
-    subscription: Subscription, *, notes=UNSET, billing_anchor_day=UNSET, reason: str = ""
+    subscription: Subscription, *, notes=UNSET, billing_anchor_day=UNSET, auto_renew=UNSET, reason: str = ""
 ) -> Subscription:
-    """Change the service's notes or (postpaid only) its billing day of the month; the new billing
+    """Change the service's notes, (postpaid only) its billing day of the month, or whether a
+    prepaid service renews from account credit at expiry (`auto_renew`, a boolean). The new billing
     day applies from the next period. Locks the subscription; audited; a no-op writes nothing."""
+    if auto_renew is not UNSET and not isinstance(auto_renew, bool):
+        raise _field_error("auto_renew", "auto_renew is true or false.", "auto_renew_invalid")
     with transaction.atomic():
         sub = _lock(subscription)
         before = audit.snapshot(sub)
@@ -771,6 +976,8 @@ def update_subscription(
             sub.notes = (notes or "").strip()
         if billing_anchor_day is not UNSET:
             sub.billing_anchor_day = clean_billing_anchor_day(billing_anchor_day, sub.plan)
+        if auto_renew is not UNSET:
+            sub.auto_renew = auto_renew
         audit.save_if_changed(sub, before, verb="update_subscription", reason=reason)
     copy_field_values(subscription, sub)
     return subscription

@@ -116,7 +116,11 @@ def test_change_plan_action(api, customer, plan):
     )
     unknown = api.post(f"/api/v1/subscriptions/{subscription.pk}/change-plan/", {"plan": 999_999})
 
-    assert response.status_code == 200 and response.json()["plan_code"] == "wireless-20"
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["subscription"]["plan_code"] == "wireless-20"
+    # Not in use yet: nothing to prorate, nothing to wait for.
+    assert body["plan_change"]["scheduled"] is False and body["plan_change"]["invoice"] is None
     assert unknown.status_code == 400 and "plan" in unknown.json()["error"]["fields"]
 
 
