@@ -24,7 +24,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
-from wavu.billing import plan_changes
+from wavu.billing import plan_changes, prepaid
 from wavu.catalog.models import AddOn, Plan
 from wavu.core.api import AuditedViewMixin
 from wavu.customers.models import Customer
@@ -201,6 +201,28 @@ class ChangePlanResponseSerializer(serializers.Serializer):
     plan_change = PlanChangeResultSerializer()
 
 
+class PurchaseSerializer(LifecycleReasonSerializer):
+    require_credit = serializers.BooleanField(
+        default=True, help_text="false: staff grant the period on account (the invoice stays open)"
+    )
+
+
+class PurchaseResultSerializer(serializers.Serializer):
+    invoice = serializers.CharField(help_text="the invoice's number")
+    total = serializers.DecimalField(max_digits=14, decimal_places=2)
+    period_start = serializers.DateTimeField(allow_null=True, help_text="empty: a package that starts at first login")
+    period_end = serializers.DateTimeField(allow_null=True)
+    event = serializers.CharField(help_text="activated or renewed")
+    created = serializers.BooleanField(help_text="false: this period was already bought (nothing written)")
+
+
+class PurchaseResponseSerializer(serializers.Serializer):
+    """The service after the purchase, and what was bought."""
+
+    subscription = SubscriptionDetailSerializer()
+    purchase = PurchaseResultSerializer()
+
+
 class UpdateDetailsSerializer(LifecycleReasonSerializer):
     notes = serializers.CharField(required=False, allow_blank=True)
     billing_anchor_day = serializers.IntegerField(required=False, allow_null=True, help_text="postpaid: 1–31")
@@ -315,6 +337,30 @@ class SubscriptionViewSet(
             ).data,
         }
         return Response(body)
+
+    @extend_schema(request=PurchaseSerializer, responses={201: PurchaseResponseSerializer})
+    @action(detail=True, methods=["post"])
+    def purchase(self, request, pk=None):
+        """Buy one period of a prepaid or hotspot service from the customer's credit: it starts at the
+        later of now and the current expiry. 409 `insufficient_credit` (with the shortfall) writes nothing."""
+        data = self._form(PurchaseSerializer)
+        result = prepaid.purchase_period(
+            self.get_object(), reason=data["reason"], require_credit=data["require_credit"]
+        )
+        body = {
+            "subscription": SubscriptionDetailSerializer(self.get_queryset().get(pk=pk)).data,
+            "purchase": PurchaseResultSerializer(
+                {
+                    "invoice": result.invoice.number,
+                    "total": result.invoice.total,
+                    "period_start": result.period_start,
+                    "period_end": result.period_end,
+                    "event": result.event,
+                    "created": result.created,
+                }
+            ).data,
+        }
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
     @extend_schema(request=LifecycleReasonSerializer, responses=SubscriptionDetailSerializer)
     @action(detail=True, methods=["post"], url_path="cancel-plan-change")
