@@ -312,3 +312,42 @@ def test_two_workers_running_the_same_billing_run_never_invoice_twice(reference_
     assert JournalEntry.objects.filter(kind="invoice").count() == 60
     assert Invoice.objects.count() == 60 and BillingRun.objects.get().billed_count == 60
     assert connection.vendor == "postgresql"
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_two_task_workers_given_the_billing_run_twice_bill_each_service_once(reference_data):
+    """The scheduler fired the day's run twice (say, two schedulers before the slot row existed):
+    two `wavu worker`s take one job each and run them side by side."""
+    from wavu.billing.tasks import billing_run
+    from wavu.core.tasks import WavuWorker
+
+    plan = PlanFactory(name="Home Fibre 20 Mbps", with_price=Decimal("2999.00"))
+    services_ = [started(plan, day=dt.date(2026, 12, 1)) for _ in range(80)]
+    with on(dt.date(2026, 12, 1), 23):
+        billing_run.enqueue("2026-12-01")
+        billing_run.enqueue("2026-12-01")
+        workers = [WavuWorker(batch=True, interval=0, worker_id=f"wavu-billing-{i}") for i in range(2)]
+        barrier = threading.Barrier(2)
+        errors = []
+
+        def drain(worker):
+            try:
+                barrier.wait(timeout=10)
+                worker.run()
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=drain, args=(w,)) for w in workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+
+    assert errors == [] and sum(w.tasks_run for w in workers) == 2
+    assert [len(invoices_of(s)) for s in services_] == [1] * 80
+    assert JournalEntry.objects.filter(kind="invoice").count() == 80
+    run = BillingRun.objects.get()
+    assert (run.billed_count, run.attempts) == (80, 2)
