@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/wavu demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src conftest.py
+	$(BIN)/ruff check src conftest.py benchmarks
 	env -u DATABASE_URL WAVU_VAR_DIR="$$(mktemp -d)" $(BIN)/wavu makemigrations --check --dry-run 2>/dev/null
 	$(MAKE) --no-print-directory test-sqlite
 	@if $(BIN)/python scripts/pg_reachable.py "$${DATABASE_URL:-$(PG_TEST_URL)}"; then \
@@ -33,13 +33,18 @@ test-postgres: $(STAMP)
 	@echo "=== test suite on PostgreSQL ==="
 	DATABASE_URL="$${DATABASE_URL:-$(PG_TEST_URL)}" $(BIN)/pytest -q $(PYTEST_ARGS)
 
+# Benchmarks (not part of `make test`): seeds fresh SQLite and PostgreSQL databases of 10,000 and
+# 100,000 customers and measures the billing run against the raw insert rate. BENCH_ARGS="--sizes 10000".
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check src conftest.py
-	$(BIN)/ruff format --check src conftest.py
+	$(BIN)/ruff check src conftest.py benchmarks
+	$(BIN)/ruff format --check src conftest.py benchmarks
 
 format: $(STAMP)
-	$(BIN)/ruff format src conftest.py
-	$(BIN)/ruff check --fix src conftest.py
+	$(BIN)/ruff format src conftest.py benchmarks
+	$(BIN)/ruff check --fix src conftest.py benchmarks
 
 clean:
 	rm -rf $(VENV) var
