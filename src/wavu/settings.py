@@ -167,13 +167,20 @@ LOGGING = {
 
 
 # --- Wavu business settings (the ISP's identity on invoices and how customers pay) ---
-def _optional_int(name: str) -> int | None:
+def _optional_int(name: str, low: int, high: int) -> int | None:
     value = os.environ.get(name, "").strip()
-    return int(value) if value else None
+    if not value:
+        return None
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise ImproperlyConfigured(f"{name} must be a whole number from {low} to {high}, not {value!r}.")
+    return int(value)
 
 
 def _int_list(name: str, default: str) -> list[int]:
-    return [int(part) for part in os.environ.get(name, default).split(",") if part.strip()]
+    try:
+        return sorted({int(part) for part in os.environ.get(name, default).split(",") if part.strip()})
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be whole numbers separated by commas, e.g. -3,0,3.") from exc
 
 
 WAVU = {
@@ -187,7 +194,7 @@ WAVU = {
     "INVOICE_DUE_DAYS": int(os.environ.get("WAVU_INVOICE_DUE_DAYS", "7")),
     "CREDIT_NOTE_WINDOW_DAYS": int(os.environ.get("WAVU_CREDIT_NOTE_WINDOW_DAYS", "365")),
     # Postpaid billing day for the whole ISP (1–31); empty: each service bills on the day it started.
-    "BILLING_DAY": _optional_int("WAVU_BILLING_DAY"),
+    "BILLING_DAY": _optional_int("WAVU_BILLING_DAY", 1, 31),
     # Dunning: reminders at these days from the due date (negative = before), then suspension
     # after the grace period; a promise to pay holds suspension off for at most this many days.
     "DUNNING_REMINDER_DAYS": _int_list("WAVU_DUNNING_REMINDER_DAYS", "-3,0,3"),
