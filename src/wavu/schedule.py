@@ -15,6 +15,13 @@ from datetime import time, timedelta
 from wavu.core.scheduler import Periodic
 
 SCHEDULE: list[Periodic] = [
+    # Billing (issue 3). The billing run bills what is due by now, so running it hourly bills a
+    # service activated at 14:00 by 15:00 and catches up after downtime.
+    Periodic("billing-run", "wavu.billing.tasks.billing_run", every=timedelta(hours=1)),
+    Periodic("expiry", "wavu.billing.tasks.process_expiries", every=timedelta(minutes=1)),
+    Periodic("dunning", "wavu.billing.tasks.run_dunning", every=timedelta(hours=1)),
+    Periodic("reactivation", "wavu.billing.tasks.reactivation_sweep", every=timedelta(minutes=5)),
+    Periodic("pause-resume", "wavu.subscriptions.tasks.resume_due_pauses", every=timedelta(minutes=5)),
     Periodic("recover-orphaned-jobs", "wavu.core.tasks.recover_orphaned_jobs_job", every=timedelta(minutes=5)),
     Periodic("prune-job-records", "wavu.core.tasks.prune_job_records_job", at=time(3, 30)),
 ]

@@ -2,7 +2,9 @@
 
 Drafts are built through the API (or the billing run); the admin can issue or discard selected
 drafts (calling `issue_invoice` / `discard_draft_invoice`) and shows each document's PDF.
-Issued invoices and credit notes are never added, changed or deleted in the admin.
+Issued invoices and credit notes are never added, changed or deleted in the admin. Billing runs
+(with the services they flagged), dunning notices and promises to pay are read-only records of
+what the jobs and staff did; a promise is granted through the API (`grant_promise_to_pay`).
 """
 
 from django.contrib import admin, messages
@@ -12,11 +14,20 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from wavu.core.admin import ReadOnlyInline
+from wavu.core.admin import ReadOnlyAdmin, ReadOnlyInline
 from wavu.core.errors import DomainError
 
 from . import services
-from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
+from .models import (
+    BillingRun,
+    BillingRunFlag,
+    CreditNote,
+    CreditNoteLine,
+    DunningNotice,
+    Invoice,
+    InvoiceLine,
+    PaymentPromise,
+)
 from .pdf import render_credit_note_pdf, render_invoice_pdf
 
 
@@ -171,3 +182,54 @@ class CreditNoteAdmin(PdfLinkMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class BillingRunFlagInline(ReadOnlyInline):
+    model = BillingRunFlag
+    fields = ("subscription", "code", "reason", "created_at")
+    readonly_fields = fields
+
+
+@admin.register(BillingRun)
+class BillingRunAdmin(ReadOnlyAdmin):
+    list_display = (
+        "run_date",
+        "status",
+        "billed_count",
+        "skipped_count",
+        "flagged_count",
+        "total_amount",
+        "attempts",
+        "started_at",
+        "finished_at",
+    )
+    list_filter = ("status",)
+    date_hierarchy = "run_date"
+    readonly_fields = [f.name for f in BillingRun._meta.fields]
+    inlines = [BillingRunFlagInline]
+
+
+@admin.register(DunningNotice)
+class DunningNoticeAdmin(ReadOnlyAdmin):
+    list_display = ("invoice", "customer", "stage", "offset_days", "created_at")
+    list_filter = ("stage", "offset_days")
+    search_fields = ("invoice__number", "invoice__customer__name", "invoice__customer__account_number")
+    date_hierarchy = "created_at"
+    list_select_related = ("invoice__customer",)
+    readonly_fields = [f.name for f in DunningNotice._meta.fields]
+
+    @admin.display(description="Customer")
+    def customer(self, obj):
+        return obj.invoice.customer
+
+
+@admin.register(PaymentPromise)
+class PaymentPromiseAdmin(ReadOnlyAdmin):
+    """Read-only: a promise is granted through the API, which applies the rules (`grant_promise_to_pay`)."""
+
+    list_display = ("subscription", "period_start", "until", "granted_by", "created_at", "reason")
+    list_filter = ("until",)
+    search_fields = ("subscription__username", "subscription__customer__account_number", "reason", "granted_by")
+    date_hierarchy = "created_at"
+    list_select_related = ("subscription__plan",)
+    readonly_fields = [f.name for f in PaymentPromise._meta.fields]

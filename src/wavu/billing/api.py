@@ -4,7 +4,10 @@
 number, customer name or account number); create a draft with its lines (and issue it at once
 with `"issue": true`); actions `lines` (add a line to a draft), `issue`, `pdf`, `void`; DELETE
 discards a draft. `credit-notes`: list and filter; create against an invoice for an amount, for
-chosen lines, or in full; `pdf`.
+chosen lines, or in full; `pdf`. `billing-runs`: read-only, each day's postpaid run with the
+services it flagged. `dunning-notices`: read-only, the reminder and suspension steps taken for
+overdue invoices. `payment-promises`: list, retrieve, and create (a staff grant through
+`billing.dunning.grant_promise_to_pay`; refusals come back as 400/409 with a stable code).
 
 Serializers validate shapes only; every rule lives in `billing.services`. A request that fails
 half-way (say the third line is invalid) changes nothing: each write runs in one transaction.
@@ -24,13 +27,23 @@ from rest_framework import mixins, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from wavu.core import clock
 from wavu.core.api import AuditedViewMixin
 from wavu.core.tax import TaxClass
 from wavu.customers.models import Customer
 from wavu.subscriptions.models import Subscription, SubscriptionAddOn
 
-from . import services
-from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
+from . import dunning, services
+from .models import (
+    BillingRun,
+    BillingRunFlag,
+    CreditNote,
+    CreditNoteLine,
+    DunningNotice,
+    Invoice,
+    InvoiceLine,
+    PaymentPromise,
+)
 from .pdf import render_credit_note_pdf, render_invoice_pdf
 
 # --- fields and renderers ---------------------------------------------------------------------
@@ -443,7 +456,174 @@ class CreditNoteViewSet(
         return _pdf_response(render_credit_note_pdf(note), note.number)
 
 
+# --- billing runs, dunning notices, promises to pay ---------------------------------------------
+
+
+class BillingRunFlagSerializer(serializers.ModelSerializer):
+    subscription_username = serializers.CharField(source="subscription.username", read_only=True)
+
+    class Meta:
+        model = BillingRunFlag
+        fields = ["id", "subscription", "subscription_username", "code", "reason", "created_at"]
+        read_only_fields = fields
+
+
+class BillingRunSerializer(serializers.ModelSerializer):
+    flags = BillingRunFlagSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = BillingRun
+        fields = [
+            "id",
+            "run_date",
+            "status",
+            "started_at",
+            "finished_at",
+            "attempts",
+            "billed_count",
+            "skipped_count",
+            "flagged_count",
+            "total_amount",
+            "started_by",
+            "last_error",
+            "flags",
+        ]
+        read_only_fields = fields
+
+
+class DunningNoticeSerializer(serializers.ModelSerializer):
+    invoice_number = serializers.CharField(source="invoice.number", read_only=True)
+    customer = serializers.IntegerField(source="invoice.customer_id", read_only=True)
+    subscription = serializers.IntegerField(source="invoice.subscription_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = DunningNotice
+        fields = ["id", "invoice", "invoice_number", "customer", "subscription", "stage", "offset_days", "created_at"]
+        read_only_fields = fields
+
+
+class PaymentPromiseSerializer(serializers.ModelSerializer):
+    subscription_username = serializers.CharField(source="subscription.username", read_only=True)
+    customer = serializers.IntegerField(source="subscription.customer_id", read_only=True)
+    active = serializers.SerializerMethodField(help_text="the promise still holds suspension off today")
+
+    class Meta:
+        model = PaymentPromise
+        fields = [
+            "id",
+            "subscription",
+            "subscription_username",
+            "customer",
+            "period_start",
+            "until",
+            "active",
+            "reason",
+            "granted_by",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_active(self, promise) -> bool:
+        return promise.until >= clock.today()
+
+
+class PaymentPromiseCreateSerializer(serializers.Serializer):
+    subscription = serializers.PrimaryKeyRelatedField(queryset=Subscription.objects.all())
+    until = serializers.DateField(help_text="the last day suspension is held off (at most PROMISE_TO_PAY_MAX_DAYS)")
+    reason = serializers.CharField(max_length=300, help_text="why the customer gets more time")
+
+
+class BillingRunFilter(django_filters.FilterSet):
+    run_from = django_filters.DateFilter(field_name="run_date", lookup_expr="gte")
+    run_to = django_filters.DateFilter(field_name="run_date", lookup_expr="lte")
+    status = django_filters.MultipleChoiceFilter(choices=BillingRun.Status.choices)
+
+    class Meta:
+        model = BillingRun
+        fields = ["status", "run_date"]
+
+
+class DunningNoticeFilter(django_filters.FilterSet):
+    customer = django_filters.NumberFilter(field_name="invoice__customer")
+    subscription = django_filters.NumberFilter(field_name="invoice__subscription")
+    created_from = django_filters.DateFilter(field_name="created_at", lookup_expr="date__gte")
+    created_to = django_filters.DateFilter(field_name="created_at", lookup_expr="date__lte")
+
+    class Meta:
+        model = DunningNotice
+        fields = ["invoice", "stage"]
+
+
+class PaymentPromiseFilter(django_filters.FilterSet):
+    customer = django_filters.NumberFilter(field_name="subscription__customer")
+    active = django_filters.BooleanFilter(method="filter_active", help_text="holds suspension off today")
+    granted_from = django_filters.DateFilter(field_name="created_at", lookup_expr="date__gte")
+    granted_to = django_filters.DateFilter(field_name="created_at", lookup_expr="date__lte")
+
+    class Meta:
+        model = PaymentPromise
+        fields = ["subscription"]
+
+    def filter_active(self, queryset, name, value):
+        today = clock.today()
+        return queryset.filter(until__gte=today) if value else queryset.filter(until__lt=today)
+
+
+class BillingRunViewSet(AuditedViewMixin, viewsets.ReadOnlyModelViewSet):
+    """Postpaid billing runs, one per day, with the services each could not bill and why (read-only)."""
+
+    queryset = BillingRun.objects.prefetch_related("flags__subscription")
+    serializer_class = BillingRunSerializer
+    filterset_class = BillingRunFilter
+    ordering_fields = ["run_date", "started_at", "id"]
+    ordering = ["-run_date"]
+
+
+class DunningNoticeViewSet(AuditedViewMixin, viewsets.ReadOnlyModelViewSet):
+    """The dunning steps taken for overdue invoices: reminders (offset from the due date) and suspensions."""
+
+    queryset = DunningNotice.objects.select_related("invoice")
+    serializer_class = DunningNoticeSerializer
+    filterset_class = DunningNoticeFilter
+    search_fields = ["invoice__number", "invoice__customer__account_number"]
+    ordering_fields = ["created_at", "offset_days", "id"]
+    ordering = ["-created_at", "-id"]
+
+
+class PaymentPromiseViewSet(
+    AuditedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Promises to pay: staff hold suspension off for a service's overdue debt, once per billing period."""
+
+    queryset = PaymentPromise.objects.select_related("subscription")
+    serializer_class = PaymentPromiseSerializer
+    filterset_class = PaymentPromiseFilter
+    search_fields = ["subscription__username", "subscription__customer__account_number", "reason"]
+    ordering_fields = ["created_at", "until", "id"]
+    ordering = ["-created_at", "-id"]
+
+    @extend_schema(
+        request=PaymentPromiseCreateSerializer,
+        responses={
+            201: PaymentPromiseSerializer,
+            400: OpenApiResponse(description="no reason, or `until` in the past or too far ahead"),
+            409: OpenApiResponse(description="no overdue debt, or a promise was already granted this period"),
+        },
+    )
+    def create(self, request, *args, **kwargs):
+        """Grant a promise to pay: a service suspended for overdue debt is resumed at once."""
+        form = PaymentPromiseCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        promise = dunning.grant_promise_to_pay(data["subscription"], until=data["until"], reason=data["reason"])
+        promise = self.get_queryset().get(pk=promise.pk)
+        return Response(PaymentPromiseSerializer(promise).data, status=status.HTTP_201_CREATED)
+
+
 def register(router) -> None:
     """Add this app's routes to the v1 router."""
     router.register("invoices", InvoiceViewSet, basename="invoice")
     router.register("credit-notes", CreditNoteViewSet, basename="credit-note")
+    router.register("billing-runs", BillingRunViewSet, basename="billing-run")
+    router.register("dunning-notices", DunningNoticeViewSet, basename="dunning-notice")
+    router.register("payment-promises", PaymentPromiseViewSet, basename="payment-promise")

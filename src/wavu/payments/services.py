@@ -351,7 +351,19 @@ def record_payment(
         )
         audit.record(payment, AuditEvent.Action.CREATE, verb="record_payment")
         _allocate(payment)
+        _after_money_in(customer_id)
     return payment, True
+
+
+def _after_money_in(customer_id: int | None) -> None:
+    """Once the payment commits, a job reconnects what it cleared and extends prepaid services
+    (`billing.tasks.after_payment`); never for a payment that rolls back."""
+    if customer_id is None:
+        return
+    from wavu.billing.tasks import after_payment
+    from wavu.core.tasks import enqueue_on_commit
+
+    enqueue_on_commit(after_payment, customer_id)
 
 
 def _check_same_receipt(existing: Payment, cleaned: dict, customer_id: int | None) -> None:
@@ -528,6 +540,7 @@ def match_payment(payment: Payment, customer, *, reason: str) -> Payment:
         payment.customer_id, payment.status = customer_id, Payment.Status.RECEIVED
         audit.record(payment, AuditEvent.Action.UPDATE, before=before, verb="match_payment", reason=reason)
         _allocate(payment)
+        _after_money_in(customer_id)
     return payment
 
 
