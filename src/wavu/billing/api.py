@@ -569,14 +569,38 @@ class PaymentPromiseFilter(django_filters.FilterSet):
         return queryset.filter(until__gte=today) if value else queryset.filter(until__lt=today)
 
 
-class BillingRunViewSet(AuditedViewMixin, viewsets.ReadOnlyModelViewSet):
-    """Postpaid billing runs, one per day, with the services each could not bill and why (read-only)."""
+class BillingRunRequestSerializer(serializers.Serializer):
+    run_date = serializers.DateField(required=False, allow_null=True, help_text="the day to bill; default today")
+
+
+class BillingRunQueuedSerializer(serializers.Serializer):
+    run_date = serializers.DateField()
+    job = serializers.CharField(help_text="the background job's id (admin: Task results)")
+
+
+class BillingRunViewSet(AuditedViewMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Postpaid billing runs, one per day, with the services each could not bill and why. The worker
+    runs today's every hour; POST asks for a run of a day now (running a day again resumes it)."""
 
     queryset = BillingRun.objects.prefetch_related("flags__subscription")
     serializer_class = BillingRunSerializer
     filterset_class = BillingRunFilter
     ordering_fields = ["run_date", "started_at", "id"]
     ordering = ["-run_date"]
+
+    @extend_schema(request=BillingRunRequestSerializer, responses={202: BillingRunQueuedSerializer})
+    def create(self, request, *args, **kwargs):
+        """Queue a billing run for `run_date` (default today) on the worker; answers 202 with the job id.
+        A day in the future is refused (400 `billing_run_in_future`)."""
+        from .runs import check_run_date
+        from .tasks import billing_run
+
+        form = BillingRunRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        run_date = check_run_date(form.validated_data.get("run_date"))
+        job = billing_run.enqueue(run_date.isoformat())
+        body = BillingRunQueuedSerializer({"run_date": run_date, "job": str(job.id)}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED)
 
 
 class DunningNoticeViewSet(AuditedViewMixin, viewsets.ReadOnlyModelViewSet):

@@ -50,7 +50,7 @@ from wavu.core.models import AuditEvent
 from wavu.customers.models import Customer
 from wavu.ledger.selectors import customer_credit
 from wavu.subscriptions import services as subscriptions
-from wavu.subscriptions.models import LifecycleEvent, Status, Subscription, SubscriptionAddOn
+from wavu.subscriptions.models import Status, Subscription, SubscriptionAddOn
 from wavu.subscriptions.selectors import due_to_expire
 
 from . import services as billing
@@ -175,14 +175,6 @@ def _write_period(sub: Subscription, start, end, *, verb: str, reason: str) -> N
     audit.record(sub, AuditEvent.Action.UPDATE, before=before, after=audit.snapshot(sub), verb=verb, reason=reason)
 
 
-def _add_to_event(sub: Subscription, kind: str, data: dict) -> None:
-    """Merge `data` into the `kind` event just written for `sub` in this transaction (`activate`
-    takes no event data; the purchase's invoice belongs in the one event of the purchase)."""
-    event = LifecycleEvent.objects.filter(subscription_id=sub.pk, kind=kind).order_by("-pk").first()
-    event.data = {**event.data, **data}
-    event.save(update_fields=["data"])
-
-
 # --- buying a period --------------------------------------------------------------------------
 
 
@@ -295,13 +287,12 @@ def _purchase_locked(sub: Subscription, *, at: dt.datetime, reason: str, require
     if unstarted:
         # active with no period: the clock starts at the first login (`start_at_first_login`)
         kind = "activated" if sub.status == Status.PENDING else "renewed"
-        subscriptions.activate(sub, at=start, reason=reason)
+        waits = {"period_start": None, "period_end": None, "starts": "first_login", **paid_by}
+        subscriptions.activate(sub, at=start, reason=reason, data=waits)  # pending → activated, expired → renewed
         _write_period(sub, None, None, verb="hotspot_package_waits_for_first_login", reason=reason)
-        _add_to_event(sub, kind, {"period_start": None, "period_end": None, "starts": "first_login", **paid_by})
     elif sub.status == Status.PENDING:
         kind = "activated"
-        subscriptions.activate(sub, at=start, reason=reason)  # its period is [start, plan_validity_end(start))
-        _add_to_event(sub, kind, paid_by)
+        subscriptions.activate(sub, at=start, reason=reason, data=paid_by)  # period [start, validity end)
     else:
         kind = "renewed"
         subscriptions.renew_period(sub, start, end, reason=reason, data=paid_by)

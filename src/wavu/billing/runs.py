@@ -73,6 +73,7 @@ BILLED_STATUSES = (Status.ACTIVE, Status.SUSPENDED)
 
 class FutureBillingRun(DomainError):
     code = "billing_run_in_future"
+    status = 400
 
 
 @dataclass
@@ -233,6 +234,15 @@ def cutoff_for(run_date: dt.date) -> dt.datetime:
     return min(end_of_day, clock.now())
 
 
+def check_run_date(run_date: dt.date | None) -> dt.date:
+    """The day a run bills: `run_date`, default today; a day in the future is refused (`FutureBillingRun`)."""
+    today = clock.today()
+    run_date = run_date or today
+    if run_date > today:
+        raise FutureBillingRun(f"{run_date} is in the future: a billing run bills days that have begun")
+    return run_date
+
+
 def run_billing(
     run_date: dt.date | None = None,
     *,
@@ -242,10 +252,7 @@ def run_billing(
     """Bill every postpaid service due by the end of `run_date` (default today). See the module
     docstring for the guarantees. Idempotent: a second run of the same day bills only what is
     still due. Refuses a day in the future (`FutureBillingRun`)."""
-    today = clock.today()
-    run_date = run_date or today
-    if run_date > today:
-        raise FutureBillingRun(f"{run_date} is in the future: a billing run bills days that have begun")
+    run_date = check_run_date(run_date)
     batch_size = batch_size or settings.WAVU["BILLING_BATCH_SIZE"]
     started = time.perf_counter()
     with audit.acting_as(JOB_LABEL):

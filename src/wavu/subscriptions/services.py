@@ -480,6 +480,7 @@ def _change_status(
     require_from: Iterable[str] | None = None,
     cause: str = "",
     pause_until=None,
+    event_data: dict | None = None,
 ) -> Subscription:
     if to_status not in Status.values:
         raise DomainError(
@@ -511,6 +512,7 @@ def _change_status(
         sub.updated_at = clock.now()
         sub.save()
         kind = kind or _event_kind(from_status, to_status, new_period)
+        data.update(event_data or {})
         _event(sub, kind, at=at, from_status=from_status, to_status=to_status, reason=reason, data=data)
         audit.record(sub, AuditEvent.Action.UPDATE, before=before, after=audit.snapshot(sub), verb=kind, reason=reason)
     copy_field_values(subscription, sub)
@@ -539,7 +541,12 @@ def transition(
 
 
 def activate(
-    subscription: Subscription, *, at: dt.datetime | None = None, reason: str = "", actor: str | None = None
+    subscription: Subscription,
+    *,
+    at: dt.datetime | None = None,
+    reason: str = "",
+    actor: str | None = None,
+    data: dict | None = None,
 ) -> Subscription:
     """Make the service active with a NEW period starting at `at` (default now): from pending
     (first activation, `activated_at` set once), expired (renewal), or suspended/paused.
@@ -547,8 +554,11 @@ def activate(
     Prepaid and hotspot: the period ends at `at` + the plan's validity (the expiry). Postpaid:
     the period ends on the next billing date for the billing anchor day, which defaults to the
     local day of the first activation (a 31st anchor bills on 28/29 February and 30 April).
+    `data` is added to the event's data (e.g. the invoice that paid for the period).
     """
-    return _change_status(subscription, Status.ACTIVE, reason=reason, actor=actor, at=at, new_period=True)
+    return _change_status(
+        subscription, Status.ACTIVE, reason=reason, actor=actor, at=at, new_period=True, event_data=data
+    )
 
 
 def suspend(
