@@ -103,17 +103,20 @@ def drop_row_protections(using: str = "default", **kwargs) -> None:
     _apply(using, install=False)
 
 
-def _max_params(connection) -> int:
-    """How many bound parameters one statement may carry on this database."""
-    if connection.vendor == "sqlite":
-        import sqlite3
+_CHUNK_SIZES = (64, 32, 16, 8, 4, 2, 1)
 
-        connection.ensure_connection()
-        raw = connection.connection
-        if hasattr(raw, "getlimit"):
-            return raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        return 999
-    return 65535
+
+def _chunks(rows: list, max_params: int, width: int):
+    """Split `rows` into chunks of 64, 32, 16 … 1 rows (never more than `max_params` values), so a
+    writer uses at most seven statement shapes per table: SQLite keeps each prepared statement it
+    saw in a cache, and one shape per batch size would grow that cache with every batch."""
+    sizes = [n for n in _CHUNK_SIZES if n * width <= max_params] or [1]
+    offset = 0
+    while offset < len(rows):
+        left = len(rows) - offset
+        size = next((n for n in sizes if n <= left), 1)
+        yield rows[offset : offset + size]
+        offset += size
 
 
 _PASS_THROUGH = (int, str, bool)
@@ -157,7 +160,6 @@ def insert_rows(model, fields: list[str], rows: list[tuple], *, returning: bool 
         if field.attname != name:
             raise ValueError(f"give {field.attname!r}, not {name!r}")
     columns = ", ".join(connection.ops.quote_name(f.column) for f in model_fields)
-    per_row = max(1, _max_params(connection) // len(fields))
     prepare = [_preparer(f, connection) for f in model_fields]
     table = connection.ops.quote_name(opts.db_table)
     pk_column = connection.ops.quote_name(opts.pk.column)
@@ -166,8 +168,7 @@ def insert_rows(model, fields: list[str], rows: list[tuple], *, returning: bool 
         return _insert_unnest(connection, opts, model_fields, rows, returning)
     ids: list[int] = []
     with connection.cursor() as cursor:
-        for offset in range(0, len(rows), per_row):
-            chunk = rows[offset : offset + per_row]
+        for chunk in _chunks(rows, 999, len(fields)):
             params = [prep(value) for row in chunk for prep, value in zip(prepare, row, strict=True)]
             sql = f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholder] * len(chunk))}"
             if returning:

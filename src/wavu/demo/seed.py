@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from dateutil.relativedelta import relativedelta
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Sum
 
 from wavu.billing import services as billing
@@ -403,6 +403,8 @@ class DemoSeeder:
             step = time.monotonic()
             self.replay_history(sim)
             self.summary.seconds["billing history"] = time.monotonic() - step
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")  # planner statistics for the tables just filled in bulk
         self.summarise()
         self.summary.seconds["total"] = time.monotonic() - started
         return self.summary
