@@ -112,8 +112,9 @@ def report(results: list[dict]) -> list[str]:
         small, large = min(rows, key=lambda r: r["n"]), max(rows, key=lambda r: r["n"])
         drop = 1 - large["services_per_second"] / small["services_per_second"]
         growth = large["rss_peak_mb"] - small["rss_peak_mb"]
+        change = f"{drop:.1%} lower" if drop >= 0 else f"{-drop:.1%} higher"
         lines.append(
-            f"{database}: throughput at {large['n']:,} is {drop:+.1%} below {small['n']:,} "
+            f"{database}: throughput at {large['n']:,} is {change} than at {small['n']:,} "
             f"({'ok' if drop <= 0.20 else 'MISSED'}: within 20 %); peak RSS {small['rss_peak_mb']} → "
             f"{large['rss_peak_mb']} MB ({growth:+.0f} MB)"
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from decimal import Decimal
 from io import StringIO
 from unittest import mock
@@ -11,7 +10,7 @@ from unittest import mock
 import pytest
 import time_machine
 from django.core.management import CommandError, call_command
-from django.db import connection, connections
+from django.db import connection
 
 from wavu.billing import runs, services
 from wavu.billing.models import BillingRun, BillingRunFlag, Invoice
@@ -21,6 +20,7 @@ from wavu.ledger.selectors import customer_balance, trial_balance
 from wavu.payments.services import record_manual_payment
 from wavu.subscriptions import services as subs
 from wavu.subscriptions.models import Subscription
+from wavu.testing.concurrency import race, side_by_side
 from wavu.testing.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 from .conftest import at, attach_addon
@@ -288,24 +288,8 @@ def test_the_command_prints_a_summary_and_refuses_bad_dates(plan):
 def test_two_workers_running_the_same_billing_run_never_invoice_twice(reference_data):
     plan = PlanFactory(name="Home Fibre 20 Mbps", with_price=Decimal("2999.00"))
     services_ = [started(plan, day=dt.date(2026, 12, 1)) for _ in range(60)]
-    barrier = threading.Barrier(2)
-    errors = []
-
-    def worker():
-        try:
-            barrier.wait()
-            with on(dt.date(2026, 12, 1), 23):
-                runs.run_billing(dt.date(2026, 12, 1), batch_size=7)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with on(dt.date(2026, 12, 1), 23):
+        _, errors = race(2, lambda: runs.run_billing(dt.date(2026, 12, 1), batch_size=7))
 
     assert errors == []
     assert [len(invoices_of(s)) for s in services_] == [1] * 60
@@ -328,23 +312,7 @@ def test_two_task_workers_given_the_billing_run_twice_bill_each_service_once(ref
         billing_run.enqueue("2026-12-01")
         billing_run.enqueue("2026-12-01")
         workers = [WavuWorker(batch=True, interval=0, worker_id=f"wavu-billing-{i}") for i in range(2)]
-        barrier = threading.Barrier(2)
-        errors = []
-
-        def drain(worker):
-            try:
-                barrier.wait(timeout=10)
-                worker.run()
-            except Exception as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=drain, args=(w,)) for w in workers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
+        _, errors = side_by_side(*(worker.run for worker in workers), timeout=120)
 
     assert errors == [] and sum(w.tasks_run for w in workers) == 2
     assert [len(invoices_of(s)) for s in services_] == [1] * 80

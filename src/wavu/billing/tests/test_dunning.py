@@ -9,7 +9,6 @@ suspended from 14 Dec while money is still outstanding.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from decimal import Decimal
 
 import pytest
@@ -26,6 +25,7 @@ from wavu.core.tax import TaxClass
 from wavu.payments.services import record_manual_payment
 from wavu.subscriptions import services as subscriptions
 from wavu.subscriptions.models import LifecycleEvent, Status, Subscription, SuspensionCause
+from wavu.testing.concurrency import race
 from wavu.testing.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 from .conftest import at
@@ -508,24 +508,8 @@ def test_two_concurrent_runs_remind_and_suspend_exactly_once(reference_data):
     for sub in subs:
         issue_december(sub)
     now = at(SUSPENSION_DAY)
-    barrier = threading.Barrier(2)
-    summaries, errors = [], []
-
-    def run():
-        try:
-            barrier.wait()
-            summaries.append(dunning.run_dunning(now))
-        except BaseException as exc:  # noqa: BLE001 - asserted below
-            errors.append(exc)
-        finally:
-            connection.close()
-
     with on(SUSPENSION_DAY):
-        threads = [threading.Thread(target=run) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        summaries, errors = race(2, lambda: dunning.run_dunning(now))
 
     assert errors == [] and all(s.failures == [] for s in summaries)
     assert sum(s.reminders_sent for s in summaries) == 12

@@ -185,7 +185,7 @@ def test_dunning_notices_are_listed_and_filtered(api, suspended):
     assert api.post("/api/v1/dunning-notices/", {}, format="json").status_code == 405
 
 
-def test_billing_runs_are_read_only_with_their_flags_and_filters(api, customer, plan):
+def test_billing_runs_cannot_be_edited_and_show_their_flags_and_filters(api, customer, plan):
     sub = SubscriptionFactory(customer=customer, plan=plan)
     good = BillingRun.objects.create(
         run_date=DEC_1,
@@ -225,7 +225,7 @@ def test_billing_runs_are_read_only_with_their_flags_and_filters(api, customer, 
     assert [r["status"] for r in api.get("/api/v1/billing-runs/", {"status": "failed"}).json()["results"]] == ["failed"]
     assert api.get("/api/v1/billing-runs/", {"run_from": "2026-12-02"}).json()["count"] == 1
     assert api.get("/api/v1/billing-runs/", {"run_to": "2026-11-30"}).json()["count"] == 0
-    assert api.post("/api/v1/billing-runs/", {}, format="json").status_code == 405
+    assert api.put(f"/api/v1/billing-runs/{good.pk}/", {}, format="json").status_code == 405
     assert api.delete(f"/api/v1/billing-runs/{good.pk}/").status_code == 405
 
 

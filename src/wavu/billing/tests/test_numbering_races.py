@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from decimal import Decimal
 
 import pytest
 import time_machine
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from wavu.billing import services
@@ -16,6 +15,7 @@ from wavu.billing.models import CreditNote, Invoice
 from wavu.core.models import Sequence
 from wavu.core.tax import TaxClass
 from wavu.ledger.models import JournalEntry
+from wavu.testing.concurrency import side_by_side
 from wavu.testing.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
@@ -29,24 +29,7 @@ class Abandon(Exception):
 
 def run_together(jobs):
     """Run callables in threads released at the same moment; return the exceptions they raised."""
-    barrier = threading.Barrier(len(jobs))
-    errors: list[BaseException] = []
-
-    def worker(job):
-        try:
-            barrier.wait()
-            job()
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted by the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(job,)) for job in jobs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return errors
+    return side_by_side(*jobs)[1]
 
 
 def drafts(count):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from decimal import Decimal
 
 import pytest
 import time_machine
-from django.db import connection
 from django.utils import timezone
 
 from wavu.billing import prepaid
@@ -20,6 +18,7 @@ from wavu.ledger.models import JournalEntry
 from wavu.ledger.selectors import customer_balance, customer_credit, trial_balance
 from wavu.payments.services import record_manual_payment
 from wavu.subscriptions.models import LifecycleEvent, Subscription, SubscriptionAddOn
+from wavu.testing.concurrency import race
 from wavu.testing.factories import AddOnFactory, CustomerFactory, PlanFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
@@ -513,27 +512,6 @@ def test_an_expiry_that_fails_on_one_service_does_not_stop_the_others(customer, 
 # --- races (PostgreSQL) ------------------------------------------------------------------------
 
 
-def run_together(count, work):
-    barrier = threading.Barrier(count)
-    results, errors = [], []
-
-    def worker():
-        try:
-            barrier.wait(timeout=10)
-            results.append(work())
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results, errors
-
-
 @pytest.mark.postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_two_expiry_jobs_at_the_same_moment_renew_once(reference_data):
@@ -544,7 +522,7 @@ def test_two_expiry_jobs_at_the_same_moment_renew_once(reference_data):
         pay(customer, "3000.00")
         prepaid.purchase_period(sub)
     with on(JAN_1):
-        results, errors = run_together(2, prepaid.process_expiries)
+        results, errors = race(2, prepaid.process_expiries)
 
     assert errors == []
     assert sorted(s.renewed for s in results) == [0, 1] and sum(s.failed for s in results) == 0
@@ -563,7 +541,7 @@ def test_two_purchases_racing_for_one_periods_credit_buy_one_period(reference_da
         pay(customer, "1000.00")
         prepaid.purchase_period(sub)
         pay(customer, "1000.00")
-        results, errors = run_together(3, lambda: prepaid.purchase_period(Subscription.objects.get(pk=sub.pk)))
+        results, errors = race(3, lambda: prepaid.purchase_period(Subscription.objects.get(pk=sub.pk)))
 
     assert len(results) == 1 and len(errors) == 2
     assert all(isinstance(e, prepaid.InsufficientCredit) for e in errors)

@@ -2,19 +2,18 @@
 after downtime it fires the latest missed slot once, not every slot it missed."""
 
 import datetime as dt
-import threading
 from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
 from django_tasks_db.models import DBTaskResult
 
 from wavu.core.models import ScheduledRun
 from wavu.core.scheduler import Periodic, Ticker, fire, tick, validate_schedule
 from wavu.core.tasks import Job, task
 from wavu.schedule import SCHEDULE
+from wavu.testing.concurrency import race
 from wavu.testing.tasks import run_queued_tasks
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
@@ -172,25 +171,8 @@ def test_a_ticker_tick_writes_the_heartbeat_and_fires_the_schedule():
 @pytest.mark.django_db(transaction=True)
 def test_schedulers_ticking_at_the_same_moment_on_postgresql_fire_a_slot_once():
     schedulers = 8
-    barrier = threading.Barrier(schedulers)
-    fired: list = []
-    errors: list = []
-
-    def scheduler():
-        try:
-            barrier.wait(timeout=10)
-            fired.extend(tick([HOURLY, DAILY_2AM]))
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=scheduler) for _ in range(schedulers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    results, errors = race(schedulers, lambda: tick([HOURLY, DAILY_2AM]))
 
     assert errors == []
-    assert sorted(fired) == ["billing-run", "dunning"]
+    assert sorted(name for fired in results for name in fired) == ["billing-run", "dunning"]
     assert ScheduledRun.objects.count() == 2 and DBTaskResult.objects.count() == 2

@@ -7,20 +7,19 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from io import StringIO
 
 import pytest
 import time_machine
 from django.core.management import call_command
-from django.db import connection
 from django_tasks import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 
 from wavu.core.models import ScheduledRun, WorkerHeartbeat
 from wavu.core.tasks import WavuWorker, beat, task
 from wavu.schedule import SCHEDULE
+from wavu.testing.concurrency import side_by_side
 
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 RACE_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
@@ -132,23 +131,7 @@ def test_two_workers_on_postgresql_drain_200_jobs_and_run_each_exactly_once():
     for n in range(jobs):
         count_run.enqueue(n)
     workers = [WavuWorker(batch=True, interval=0, worker_id=f"wavu-race-{i}") for i in range(2)]
-    barrier = threading.Barrier(len(workers))
-    errors: list = []
-
-    def drain(worker):
-        try:
-            barrier.wait(timeout=10)
-            worker.run()
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=drain, args=(w,)) for w in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    _, errors = side_by_side(*(worker.run for worker in workers), timeout=120)
 
     assert errors == []
     assert ScheduledRun.objects.filter(name="race").count() == jobs

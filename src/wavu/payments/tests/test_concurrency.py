@@ -4,36 +4,15 @@ import threading
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from wavu.ledger.models import JournalEntry
 from wavu.ledger.selectors import customer_balance, trial_balance
 from wavu.payments import services
 from wavu.payments.models import Allocation, Payment
+from wavu.testing.concurrency import race
 from wavu.testing.factories import CustomerFactory
 
 from .factories import issued_invoice
-
-
-def _race(n, work):
-    barrier = threading.Barrier(n)
-    results, errors = [], []
-
-    def run():
-        try:
-            barrier.wait(timeout=10)
-            results.append(work())
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results, errors
 
 
 @pytest.mark.postgres_only
@@ -42,7 +21,7 @@ def test_the_same_receipt_recorded_by_20_concurrent_callbacks_is_one_payment_and
     customer = CustomerFactory()
     invoice = issued_invoice(customer, "1000")
 
-    results, errors = _race(
+    results, errors = race(
         20,
         lambda: services.record_payment(
             method="mpesa", source="paybill:123456", reference="SGH7X1ABCD", amount="1500", customer=customer
@@ -64,7 +43,7 @@ def test_the_same_receipt_recorded_by_20_concurrent_callbacks_is_one_payment_and
 @pytest.mark.postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_the_same_unmatched_receipt_raced_20_times_lands_once_in_suspense(reference_data):
-    results, errors = _race(
+    results, errors = race(
         20,
         lambda: services.record_payment(method="mpesa", source="paybill:123456", reference="SGH7X1ZZZZ", amount="99"),
     )
@@ -89,7 +68,7 @@ def test_concurrent_payments_of_one_customer_never_pay_an_invoice_twice(referenc
             n = next(counter)
         return services.record_manual_payment(method="cash", reference=f"R-{n}", amount="400", customer=customer)
 
-    results, errors = _race(8, pay)
+    results, errors = race(8, pay)
 
     assert errors == []
     invoice.refresh_from_db()
@@ -105,7 +84,7 @@ def test_a_payment_reversed_by_two_staff_at_once_is_reversed_once(reference_data
     issued_invoice(customer, "1000")
     payment, _ = services.record_manual_payment(method="cash", reference="R-1", amount="1000", customer=customer)
 
-    results, errors = _race(5, lambda: services.reverse_payment(payment, reason="duplicate"))
+    results, errors = race(5, lambda: services.reverse_payment(payment, reason="duplicate"))
 
     assert len(results) == 1
     assert len(errors) == 4 and all(getattr(e, "code", "") == "payment_already_reversed" for e in errors)

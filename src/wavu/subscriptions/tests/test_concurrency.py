@@ -1,45 +1,23 @@
 """Races on PostgreSQL: two clerks opening services for the same customer at the same moment."""
 
-import threading
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from wavu.customers import services as customers
 from wavu.subscriptions import services
 from wavu.subscriptions.models import Subscription
+from wavu.testing.concurrency import race
 from wavu.testing.factories import PlanFactory
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
-
-
-def run_together(count, work):
-    barrier = threading.Barrier(count)
-    results, errors = [], []
-
-    def worker():
-        try:
-            barrier.wait()
-            results.append(work())
-        except Exception as exc:  # noqa: BLE001 - collected and asserted on below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results, errors
 
 
 def test_services_opened_at_the_same_moment_get_different_usernames(reference_data):
     customer = customers.create_customer(name="Wanjiku Kamau", phone="0712345678")
     plan = PlanFactory(with_price=Decimal("2500"))
 
-    results, errors = run_together(6, lambda: services.create_subscription(customer, plan).username)
+    results, errors = race(6, lambda: services.create_subscription(customer, plan).username)
 
     assert errors == []
     assert len(set(results)) == 6
@@ -55,7 +33,7 @@ def test_a_status_change_raced_by_two_clerks_happens_once(reference_data):
     def suspend():
         return services.suspend(Subscription.objects.get(pk=subscription.pk), reason="overdue").status
 
-    results, errors = run_together(4, suspend)
+    results, errors = race(4, suspend)
 
     assert results == ["suspended"]
     assert len(errors) == 3 and all(isinstance(e, services.InvalidTransition) for e in errors)
