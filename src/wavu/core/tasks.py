@@ -163,9 +163,22 @@ def task(
 def enqueue_on_commit(job: Task, *args: Any, **kwargs: Any) -> None:
     """Enqueue `job` once the current transaction commits; never if it rolls back.
 
-    Outside a transaction it is enqueued at once. An enqueue that fails after the commit is logged
-    (ERROR, with the job and its arguments) and does not disturb the caller or other on-commit hooks.
+    Outside a transaction it is enqueued at once. The same job with the same arguments asked for
+    twice in one transaction is enqueued once (jobs are idempotent, so one run does the work of
+    both: a transaction that records ten payments of one customer queues one after-payment job).
+    An enqueue that fails after the commit is logged (ERROR, with the job and its arguments) and
+    does not disturb the caller or other on-commit hooks.
     """
+    key = (job.module_path, repr(args), repr(sorted(kwargs.items())))
+    connection = transaction.get_connection()
+    # Only a copy registered in a savepoint that encloses this call (or outside any) stands in for
+    # this one: a copy inside a sibling savepoint could still be rolled back on its own.
+    open_savepoints = set(connection.savepoint_ids)
+    if connection.in_atomic_block and any(
+        getattr(func, "wavu_job_key", None) == key and set(sids) <= open_savepoints
+        for sids, func, _robust in connection.run_on_commit
+    ):
+        return
 
     def enqueue() -> None:
         try:
@@ -173,6 +186,7 @@ def enqueue_on_commit(job: Task, *args: Any, **kwargs: Any) -> None:
         except Exception:
             logger.exception("could not enqueue %s args=%r kwargs=%r after commit", job.module_path, args, kwargs)
 
+    enqueue.wavu_job_key = key
     transaction.on_commit(enqueue, robust=True)
 
 

@@ -97,6 +97,31 @@ def test_a_job_enqueued_in_a_committed_transaction_runs_once_as_its_job():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_same_job_asked_for_twice_in_one_transaction_is_enqueued_once():
+    with transaction.atomic():
+        enqueue_on_commit(record_call, 7)
+        with transaction.atomic():  # an inner savepoint that commits
+            enqueue_on_commit(record_call, 7)
+        enqueue_on_commit(record_call, 8)
+
+    assert sorted(r.args_kwargs["args"][0] for r in records()) == [7, 8]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_copy_in_a_savepoint_that_rolls_back_does_not_swallow_the_one_that_commits():
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                enqueue_on_commit(record_call, 7)
+                raise RuntimeError("this attempt fails")
+        except RuntimeError:
+            pass
+        enqueue_on_commit(record_call, 7)
+
+    assert [r.args_kwargs["args"][0] for r in records()] == [7]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_job_that_cannot_be_enqueued_after_commit_is_logged_and_the_commit_stands(caplog):
     with transaction.atomic():
         AuditEvent.objects.create(at=NOW, actor_label="t", action="action", object_type="x", object_id="1")
