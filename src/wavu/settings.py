@@ -34,6 +34,8 @@ if not DEBUG and (SECRET_KEY == DEMO_SECRET_KEY or len(SECRET_KEY) < 32):
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 WAVU_PUBLIC_URL = os.environ.get("WAVU_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# Encrypts provider secrets at rest (core/crypto.py); derived from SECRET_KEY when empty.
+WAVU_ENCRYPTION_KEY = os.environ.get("WAVU_ENCRYPTION_KEY", "")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -55,6 +57,7 @@ INSTALLED_APPS = [
     "wavu.ledger",
     "wavu.billing",
     "wavu.payments",
+    "wavu.mpesa",
 ]
 
 MIDDLEWARE = [

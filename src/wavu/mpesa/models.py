@@ -1,0 +1,135 @@
+"""M-Pesa: the ISP's paybill and till channels, Daraja access tokens, and every request Daraja sent us.
+
+A `PaymentChannel` is one paybill or till with its Daraja credentials (encrypted at rest), its
+environment (sandbox, production or the local simulator) and a random hook token that appears in
+its callback paths. Every request that reaches a hook is kept as an `InboundCallback` before it is
+processed (raw body, headers, source address, time, outcome), so nothing Safaricom sends is lost
+and a failed or stuck processing can be retried. Payments themselves live in `payments` (method
+"mpesa", source = the channel's shortcode, reference = the M-Pesa receipt / TransID), whose unique
+constraint makes a receipt credit once however often it is delivered.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.db import models
+
+from wavu.core.fields import EncryptedTextField
+
+# Safaricom's published callback source addresses (shared/reference/mpesa-daraja.md §security).
+SAFARICOM_CALLBACK_IPS = (
+    "196.201.214.200 196.201.214.206 196.201.213.114 196.201.214.207 196.201.214.208 196.201.213.44 "
+    "196.201.212.127 196.201.212.138 196.201.212.129 196.201.212.136 196.201.212.74 196.201.212.69 "
+    "196.201.212.128 196.201.212.132 196.201.214.212"
+)
+HOOK_TOKEN_BYTES = 32  # → 43 url-safe characters
+
+
+def new_hook_token() -> str:
+    return secrets.token_urlsafe(HOOK_TOKEN_BYTES)
+
+
+class PaymentChannel(models.Model):
+    class Kind(models.TextChoices):
+        PAYBILL = "paybill", "Paybill"
+        TILL = "till", "Till (buy goods)"
+
+    class Environment(models.TextChoices):
+        SANDBOX = "sandbox", "Daraja sandbox"
+        PRODUCTION = "production", "Daraja production"
+        SIMULATOR = "simulator", "Local simulator"
+
+    class Validation(models.TextChoices):
+        ACCEPT_ALL = "accept_all", "Accept every payment (unmatched ones go to suspense)"
+        REJECT_UNKNOWN = "reject_unknown", "Reject payments to unknown accounts (C2B00012)"
+
+    class Allowlist(models.TextChoices):
+        ENFORCE = "enforce", "Refuse other source addresses"
+        LOG_ONLY = "log_only", "Accept, but flag other source addresses"
+        OFF = "off", "Accept any source address"
+
+    name = models.CharField(max_length=80)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    shortcode = models.CharField(
+        max_length=12, unique=True, help_text="the paybill number, or the till's store number (BusinessShortCode)"
+    )
+    till_number = models.CharField(max_length=12, blank=True, help_text="buy goods: the till number customers pay")
+    environment = models.CharField(max_length=12, choices=Environment.choices, default=Environment.SIMULATOR)
+    base_url = models.URLField(blank=True, help_text="empty: the environment's address")
+    consumer_key = EncryptedTextField(blank=True)
+    consumer_secret = EncryptedTextField(blank=True)
+    passkey = EncryptedTextField(blank=True, help_text="Lipa na M-Pesa Online passkey (STK push)")
+    initiator_name = models.CharField(max_length=80, blank=True)
+    security_credential = EncryptedTextField(blank=True, help_text="the initiator's encrypted password")
+    hook_token = models.CharField(max_length=64, unique=True, default=new_hook_token)
+    validation = models.CharField(max_length=16, choices=Validation.choices, default=Validation.ACCEPT_ALL)
+    allowlist_mode = models.CharField(max_length=10, choices=Allowlist.choices, default=Allowlist.ENFORCE)
+    allowlist = models.TextField(default=SAFARICOM_CALLBACK_IPS, help_text="addresses or networks, space separated")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(kind="paybill") | ~models.Q(till_number=""), name="mpesa_till_has_till_number"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.get_kind_display()} {self.till_number or self.shortcode})"
+
+
+class AccessToken(models.Model):
+    """The channel's current Daraja OAuth token, shared by every worker and web process."""
+
+    channel = models.OneToOneField(PaymentChannel, on_delete=models.CASCADE, related_name="access_token")
+    token = EncryptedTextField()
+    expires_at = models.DateTimeField()
+    fetched_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"token for {self.channel_id} until {self.expires_at:%H:%M:%S}"
+
+
+class InboundCallback(models.Model):
+    """One request that reached a provider hook, stored before anything else happens."""
+
+    class Kind(models.TextChoices):
+        C2B_VALIDATION = "c2b_validation", "C2B validation"
+        C2B_CONFIRMATION = "c2b_confirmation", "C2B confirmation"
+        STK_CALLBACK = "stk_callback", "STK push callback"
+        STATUS_RESULT = "status_result", "Transaction status result"
+        STATUS_TIMEOUT = "status_timeout", "Transaction status timeout"
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received, not processed yet"
+        PROCESSED = "processed", "Processed"
+        DUPLICATE = "duplicate", "Duplicate (already processed)"
+        MISMATCH = "mismatch", "Same receipt, different amount (flagged, not applied)"
+        REJECTED = "rejected", "Rejected (bad payload)"
+        FAILED = "failed", "Processing failed (will be retried)"
+
+    channel = models.ForeignKey(PaymentChannel, null=True, blank=True, on_delete=models.PROTECT)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    received_at = models.DateTimeField(db_index=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    source_allowed = models.BooleanField(default=True)
+    headers = models.JSONField(default=dict)
+    body = models.TextField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED, db_index=True)
+    outcome = models.CharField(max_length=300, blank=True)
+    reference = models.CharField(max_length=60, blank=True, db_index=True, help_text="TransID / receipt, if any")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    payment = models.ForeignKey("payments.Payment", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [models.Index(fields=["status", "received_at"], name="callback_to_process")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.reference or self.pk} ({self.status})"
