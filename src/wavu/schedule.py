@@ -23,5 +23,7 @@ SCHEDULE: list[Periodic] = [
     Periodic("reactivation", "wavu.billing.tasks.reactivation_sweep", every=timedelta(minutes=5)),
     Periodic("pause-resume", "wavu.subscriptions.tasks.resume_due_pauses", every=timedelta(minutes=5)),
     Periodic("recover-orphaned-jobs", "wavu.core.tasks.recover_orphaned_jobs_job", every=timedelta(minutes=5)),
+    # M-Pesa (issue 4): stored C2B confirmations that failed or got stuck are processed again.
+    Periodic("retry-callbacks", "wavu.mpesa.tasks.retry_callbacks", every=timedelta(minutes=1)),
     Periodic("prune-job-records", "wavu.core.tasks.prune_job_records_job", at=time(3, 30)),
 ]

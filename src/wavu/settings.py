@@ -206,6 +206,14 @@ WAVU = {
     # Vacation hold: the longest pause (it resumes by itself then) and how many pauses a year.
     "PAUSE_MAX_DAYS": int(os.environ.get("WAVU_PAUSE_MAX_DAYS", "90")),
     "PAUSES_PER_YEAR": int(os.environ.get("WAVU_PAUSES_PER_YEAR", "2")),
+    # The local Daraja simulator (`wavu mpesa-simulator`) that channels in the "simulator" environment call.
+    "MPESA_SIMULATOR_URL": os.environ.get("WAVU_MPESA_SIMULATOR_URL", "http://127.0.0.1:8900").rstrip("/"),
+    # Provider hooks (/hooks/…): the largest body kept, how many reverse proxies to trust for the
+    # source address (X-Forwarded-For), and when a stored callback counts as stuck or given up.
+    "HOOK_MAX_BODY_BYTES": int(os.environ.get("WAVU_HOOK_MAX_BODY_BYTES", "16384")),
+    "HOOK_TRUSTED_PROXIES": int(os.environ.get("WAVU_HOOK_TRUSTED_PROXIES", "0")),
+    "CALLBACK_STUCK_SECONDS": int(os.environ.get("WAVU_CALLBACK_STUCK_SECONDS", "60")),
+    "CALLBACK_MAX_ATTEMPTS": int(os.environ.get("WAVU_CALLBACK_MAX_ATTEMPTS", "8")),
     # Subscriptions billed per transaction in a billing run.
     "BILLING_BATCH_SIZE": int(os.environ.get("WAVU_BILLING_BATCH_SIZE", "500")),
     # Background work: how long finished job records are kept (days), and after how many seconds

@@ -1,4 +1,4 @@
-"""URL map: /api/v1/ (each app's `api.register` adds its routes), the schema, /admin/, /healthz."""
+"""URL map: /api/v1/ (each app's `api.register` adds its routes), the schema, /admin/, /healthz, /hooks/."""
 
 from django.contrib import admin
 from django.db import connection
@@ -12,11 +12,12 @@ from wavu.catalog import api as catalog_api
 from wavu.core.tasks import worker_health
 from wavu.customers import api as customers_api
 from wavu.ledger import api as ledger_api
+from wavu.mpesa import api as mpesa_api
 from wavu.payments import api as payments_api
 from wavu.subscriptions import api as subscriptions_api
 
 router = DefaultRouter()
-for module in (customers_api, catalog_api, subscriptions_api, billing_api, payments_api, ledger_api):
+for module in (customers_api, catalog_api, subscriptions_api, billing_api, payments_api, ledger_api, mpesa_api):
     module.register(router)
 
 
@@ -47,4 +48,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("hooks/", include("wavu.mpesa.urls")),
 ]

@@ -26,8 +26,16 @@ SAFARICOM_CALLBACK_IPS = (
 HOOK_TOKEN_BYTES = 32  # → 43 url-safe characters
 
 
+# Safaricom refuses callback URLs containing these words, in any case (channels.check_public_url).
+FORBIDDEN_URL_WORDS = ("m-pesa", "mpesa", "safaricom", "query", "sql", "exec", "exe", "cmd")
+
+
 def new_hook_token() -> str:
-    return secrets.token_urlsafe(HOOK_TOKEN_BYTES)
+    """A random url-safe token (43 characters) that contains none of `FORBIDDEN_URL_WORDS`."""
+    while True:
+        token = secrets.token_urlsafe(HOOK_TOKEN_BYTES)
+        if not any(word in token.lower() for word in FORBIDDEN_URL_WORDS):
+            return token
 
 
 class PaymentChannel(models.Model):

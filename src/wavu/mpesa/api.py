@@ -1,0 +1,214 @@
+"""REST API v1 for M-Pesa payment channels (staff only, like the rest of the API).
+
+`payment-channels`: list (filters kind, environment, is_active; `?search=` on name and shortcode),
+retrieve, create, PATCH. Secrets (consumer key and secret, passkey, security credential) are
+write-only: a representation says only which are set (`secrets_set`). It shows the callback URLs to
+register with Daraja, the Daraja address the channel uses and the last C2B URL registration.
+Actions: `register-c2b-urls` (POST, optional `response_type` "Completed"/"Cancelled") and
+`rotate-hook-token` (POST). Every rule lives in `mpesa.channels`.
+"""
+
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from wavu.core.api import AuditedViewMixin
+
+from . import channels, daraja
+from .models import PaymentChannel
+
+# "kind" names other choice sets too; a pattern (not an enum) avoids a schema naming collision until
+# PaymentChannel.Kind is in SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] (then a plain ChoiceField will do).
+_KIND_SCHEMA = {
+    "type": "string",
+    "pattern": "^(" + "|".join(PaymentChannel.Kind.values) + ")$",
+    "description": "paybill, or till (buy goods)",
+}
+
+
+@extend_schema_field(_KIND_SCHEMA)
+class ChannelKindField(serializers.ChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(choices=PaymentChannel.Kind.choices, **kwargs)
+
+
+def _callback_urls_serializer(name: str):
+    return inline_serializer(name, {key: serializers.URLField() for key in channels.HOOKS})
+
+
+class PaymentChannelSerializer(serializers.ModelSerializer):
+    kind = ChannelKindField(read_only=True)
+    secrets_set = serializers.SerializerMethodField()
+    callback_urls = serializers.SerializerMethodField()
+    daraja_url = serializers.SerializerMethodField()
+    last_c2b_registration = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PaymentChannel
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "shortcode",
+            "till_number",
+            "environment",
+            "base_url",
+            "daraja_url",
+            "initiator_name",
+            "validation",
+            "allowlist_mode",
+            "allowlist",
+            "is_active",
+            "secrets_set",
+            "callback_urls",
+            "last_c2b_registration",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(
+        inline_serializer("PaymentChannelSecretsSet", {f: serializers.BooleanField() for f in channels.SECRET_FIELDS})
+    )
+    def get_secrets_set(self, obj) -> dict:
+        return channels.secrets_set(obj)
+
+    @extend_schema_field(_callback_urls_serializer("PaymentChannelCallbackUrls"))
+    def get_callback_urls(self, obj) -> dict:
+        return channels.callback_urls(obj)
+
+    def get_daraja_url(self, obj) -> str:
+        return daraja.base_url_for(obj)
+
+    @extend_schema_field(
+        inline_serializer(
+            "PaymentChannelC2BRegistration",
+            {
+                "at": serializers.DateTimeField(),
+                "by": serializers.CharField(),
+                "registered": serializers.BooleanField(),
+                "message": serializers.CharField(),
+                "confirmation_url": serializers.CharField(),
+                "validation_url": serializers.CharField(),
+                "response_type": serializers.CharField(),
+            },
+            allow_null=True,
+        )
+    )
+    def get_last_c2b_registration(self, obj) -> dict | None:
+        return channels.last_c2b_registration(obj)
+
+
+class PaymentChannelWriteSerializer(serializers.Serializer):
+    """Shapes only; the rules (digits, till number, environment, allowlist) are the service's."""
+
+    name = serializers.CharField(max_length=80, required=False)
+    kind = ChannelKindField(required=False)
+    shortcode = serializers.CharField(max_length=12, required=False, help_text="paybill number or till store number")
+    till_number = serializers.CharField(max_length=12, required=False, allow_blank=True)
+    environment = serializers.ChoiceField(choices=PaymentChannel.Environment.choices, required=False)
+    base_url = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    consumer_key = serializers.CharField(required=False, allow_blank=True, write_only=True, trim_whitespace=True)
+    consumer_secret = serializers.CharField(required=False, allow_blank=True, write_only=True, trim_whitespace=True)
+    passkey = serializers.CharField(required=False, allow_blank=True, write_only=True, trim_whitespace=True)
+    initiator_name = serializers.CharField(max_length=80, required=False, allow_blank=True)
+    security_credential = serializers.CharField(required=False, allow_blank=True, write_only=True, trim_whitespace=True)
+    validation = serializers.ChoiceField(choices=PaymentChannel.Validation.choices, required=False)
+    allowlist_mode = serializers.ChoiceField(choices=PaymentChannel.Allowlist.choices, required=False)
+    allowlist = serializers.CharField(required=False, allow_blank=True)
+    is_active = serializers.BooleanField(required=False)
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({f: ["This field cannot be set."] for f in unknown})
+        return super().to_internal_value(data)
+
+
+class RegisterC2BSerializer(serializers.Serializer):
+    response_type = serializers.ChoiceField(
+        choices=[("Completed", "Completed"), ("Cancelled", "Cancelled")],
+        default="Completed",
+        help_text="what M-Pesa does when the validation URL cannot be reached",
+    )
+
+
+class C2BRegistrationSerializer(serializers.Serializer):
+    registered = serializers.BooleanField()
+    response_code = serializers.CharField()
+    response_description = serializers.CharField()
+    originator_conversation_id = serializers.CharField()
+    confirmation_url = serializers.URLField()
+    validation_url = serializers.URLField()
+
+
+class PaymentChannelViewSet(
+    AuditedViewMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """M-Pesa paybill and till channels with their Daraja settings (secrets write-only)."""
+
+    queryset = PaymentChannel.objects.all()
+    serializer_class = PaymentChannelSerializer
+    filterset_fields = ["kind", "environment", "is_active"]
+    search_fields = ["name", "shortcode", "till_number"]
+    ordering_fields = ["name", "shortcode", "id"]
+    ordering = ["name"]
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def _show(self, channel, http_status=status.HTTP_200_OK):
+        channel = PaymentChannel.objects.get(pk=channel.pk)
+        return Response(PaymentChannelSerializer(channel).data, status=http_status)
+
+    @extend_schema(request=PaymentChannelWriteSerializer, responses={201: PaymentChannelSerializer})
+    def create(self, request, *args, **kwargs):
+        form = PaymentChannelWriteSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        return self._show(channels.create_channel(**form.validated_data), status.HTTP_201_CREATED)
+
+    @extend_schema(request=PaymentChannelWriteSerializer, responses={200: PaymentChannelSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        channel = self.get_object()
+        form = PaymentChannelWriteSerializer(data=request.data, partial=True)
+        form.is_valid(raise_exception=True)
+        return self._show(channels.update_channel(channel, reason="api", **form.validated_data))
+
+    @extend_schema(exclude=True)
+    def update(self, request, *args, **kwargs):  # PUT is not offered (http_method_names); PATCH only
+        return self.partial_update(request, *args, **kwargs)
+
+    @extend_schema(request=RegisterC2BSerializer, responses={200: C2BRegistrationSerializer})
+    @action(detail=True, methods=["post"], url_path="register-c2b-urls")
+    def register_c2b_urls(self, request, pk=None):
+        """Register the channel's C2B confirmation and validation URLs with Daraja (audited)."""
+        channel = self.get_object()
+        form = RegisterC2BSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        result = channels.register_c2b_urls(channel, response_type=form.validated_data["response_type"])
+        urls = channels.callback_urls(channel)
+        return Response(
+            {
+                "registered": True,
+                "response_code": result.response_code,
+                "response_description": result.response_description,
+                "originator_conversation_id": result.originator_conversation_id,
+                "confirmation_url": urls["c2b_confirmation"],
+                "validation_url": urls["c2b_validation"],
+            }
+        )
+
+    @extend_schema(request=None, responses={200: PaymentChannelSerializer})
+    @action(detail=True, methods=["post"], url_path="rotate-hook-token")
+    def rotate_hook_token(self, request, pk=None):
+        """A new hook token: the old callback URLs stop working; register the C2B URLs again."""
+        return self._show(channels.rotate_hook_token(self.get_object(), reason="api"))
+
+
+def register(router):
+    router.register("payment-channels", PaymentChannelViewSet, basename="payment-channel")

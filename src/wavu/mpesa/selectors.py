@@ -1,0 +1,189 @@
+"""M-Pesa reads: which channel a hook token names, whether a source address is allowed, who a paybill
+account reference names, and which stored callbacks are due for (another) processing attempt.
+
+No writes here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import ipaddress
+import logging
+import re
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+
+from wavu.billing.models import Invoice
+from wavu.billing.services import INVOICE_SERIES, format_number
+from wavu.core import clock
+from wavu.core.phones import normalize_msisdn
+from wavu.customers.models import Customer
+from wavu.customers.selectors import find_by_account_reference
+from wavu.subscriptions.selectors import find_by_username
+
+from .models import InboundCallback, PaymentChannel
+
+logger = logging.getLogger("wavu.mpesa")
+
+MAX_TOKEN_LENGTH = 64
+
+# Defaults for the knobs read from settings.WAVU (see `hook_setting`).
+HOOK_DEFAULTS = {
+    "HOOK_MAX_BODY_BYTES": 16 * 1024,  # larger requests are answered 413 (kept, truncated, when the token is valid)
+    "HOOK_TRUSTED_PROXIES": 0,  # 0: the source address is REMOTE_ADDR; n: the n-th X-Forwarded-For entry from the right
+    "CALLBACK_STUCK_SECONDS": 60,  # a confirmation still "received" after this long is processed by the retry job
+    "CALLBACK_MAX_ATTEMPTS": 8,  # the retry job gives up after this many processing attempts
+}
+
+
+def hook_setting(name: str) -> int:
+    """A hook setting from settings.WAVU, or its default from HOOK_DEFAULTS."""
+    return int(getattr(settings, "WAVU", {}).get(name, HOOK_DEFAULTS[name]))
+
+
+# --- channels and source addresses -------------------------------------------------------------
+
+
+def channel_for_token(token: str) -> PaymentChannel | None:
+    """The channel whose hook token is `token`, or None.
+
+    Timing does not tell an attacker how much of a guess was right: the token is never used in a
+    WHERE clause (an index lookup stops at the first differing byte); instead every channel's token
+    is read and each is compared with `hmac.compare_digest`, all of them, whatever matched. Inactive
+    channels are included on purpose: Safaricom keeps calling a registered URL, and money that has
+    already moved must still be recorded.
+    """
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    given = token.encode()
+    found = None
+    for pk, stored in PaymentChannel.objects.values_list("pk", "hook_token"):
+        if hmac.compare_digest(given, (stored or "").encode()) and stored:
+            found = pk
+    return PaymentChannel.objects.filter(pk=found).first() if found is not None else None
+
+
+def allowlist_networks(channel: PaymentChannel) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The channel's allowlist (addresses or networks separated by spaces, commas or new lines).
+    Entries that are not addresses are skipped and logged, never fatal."""
+    networks = []
+    for entry in re.split(r"[\s,;]+", channel.allowlist or ""):
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            logger.warning("channel %s: allowlist entry %r is not an address or network; ignored", channel.pk, entry)
+    return networks
+
+
+def source_on_allowlist(channel: PaymentChannel, source_ip: str | None) -> bool:
+    """True when `source_ip` lies in one of the channel's allowlisted addresses or networks."""
+    if not source_ip:
+        return False
+    try:
+        address = ipaddress.ip_address(source_ip)
+    except ValueError:
+        return False
+    return any(address in network for network in allowlist_networks(channel))
+
+
+# --- who a paybill account reference names ------------------------------------------------------
+
+_INVOICE_RE = re.compile(rf"^{INVOICE_SERIES}0*(\d{{1,9}})$")
+_PHONE_RE = re.compile(r"^(?:\+?254|0)[17]\d{8}$")
+
+
+@dataclass(frozen=True)
+class ReferenceMatch:
+    """The customer an account reference names (None: nobody, the payment goes to suspense), the
+    rule that matched ("account_number", "invoice_number", "phone", "username" or ""), and why."""
+
+    customer: Customer | None
+    rule: str
+    detail: str
+
+
+def match_account_reference(text: str) -> ReferenceMatch:
+    """Who the payer meant by what they typed as the paybill account (C2B BillRefNumber).
+
+    Tried in this order, the first hit wins:
+    1. an account number: case, spaces, dashes and a leading '#' forgiven; the Damm check digit must
+       be right, so a typo matches nobody (rather than someone else);
+    2. an invoice number: INV-000123 in any case, with or without the dash and leading zeros;
+    3. a customer's registered phone (main or alternative), only when the reference is written as a
+       whole Kenyan mobile number (07…/01…, 2547…, +2547…); two customers on one phone match nobody;
+    4. a service (PPPoE/hotspot) username, case-insensitive.
+    The payer's MSISDN is never an input: Safaricom masks or hashes it.
+    """
+    raw = (text or "").strip()
+    if not raw:
+        return ReferenceMatch(None, "", "no account reference was given")
+    customer = find_by_account_reference(raw)
+    if customer is not None:
+        return ReferenceMatch(customer, "account_number", f"account number {customer.account_number}")
+
+    compact = re.sub(r"[\s\-_/.]", "", raw).lstrip("#").upper()
+    invoice_match = _INVOICE_RE.match(compact)
+    if invoice_match and int(invoice_match.group(1)) > 0:
+        number = format_number(INVOICE_SERIES, int(invoice_match.group(1)))
+        invoice = Invoice.objects.filter(number=number).select_related("customer").first()
+        if invoice is not None:
+            return ReferenceMatch(invoice.customer, "invoice_number", f"invoice {number}")
+
+    if _PHONE_RE.match(compact):
+        try:
+            phone = normalize_msisdn(compact)
+        except ValidationError:
+            phone = None
+        if phone:
+            owners = list(Customer.objects.filter(Q(phone=phone) | Q(alt_phone=phone)).order_by("pk")[:2])
+            if len(owners) == 1:
+                return ReferenceMatch(owners[0], "phone", "the customer's registered phone")
+            if len(owners) > 1:
+                return ReferenceMatch(None, "", "the phone number belongs to more than one customer")
+
+    subscription = find_by_username(raw)
+    if subscription is not None:
+        return ReferenceMatch(subscription.customer, "username", f"service username {subscription.username}")
+    return ReferenceMatch(None, "", "no customer matches the account reference")
+
+
+# --- callbacks to (re)process --------------------------------------------------------------------
+
+
+def retry_delay(attempts: int) -> dt.timedelta:
+    """How long after its receipt a failed callback waits before attempt `attempts + 1`:
+    2^attempts − 1 minutes (1, 3, 7, 15, 31 … minutes after it arrived)."""
+    return dt.timedelta(minutes=2 ** min(attempts, 16) - 1)
+
+
+def callbacks_to_retry(now: dt.datetime | None = None, *, limit: int = 200) -> list[int]:
+    """Ids of C2B confirmations due for another processing attempt, oldest first (at most `limit`):
+    failed ones whose back-off (`retry_delay`) has passed, and ones still "received" more than
+    CALLBACK_STUCK_SECONDS after they arrived (the process that stored them died before processing,
+    or the job was lost). Callbacks with CALLBACK_MAX_ATTEMPTS attempts are left for staff."""
+    now = now or clock.now()
+    stuck_before = now - dt.timedelta(seconds=hook_setting("CALLBACK_STUCK_SECONDS"))
+    candidates = (
+        InboundCallback.objects.filter(
+            kind=InboundCallback.Kind.C2B_CONFIRMATION, attempts__lt=hook_setting("CALLBACK_MAX_ATTEMPTS")
+        )
+        .filter(
+            Q(status=InboundCallback.Status.FAILED)
+            | Q(status=InboundCallback.Status.RECEIVED, received_at__lte=stuck_before)
+        )
+        .order_by("received_at", "pk")
+        .values_list("pk", "status", "attempts", "received_at")
+    )
+    due = []
+    for pk, status, attempts, received_at in candidates[: limit * 5]:
+        if status == InboundCallback.Status.RECEIVED or received_at + retry_delay(attempts) <= now:
+            due.append(pk)
+            if len(due) >= limit:
+                break
+    return due

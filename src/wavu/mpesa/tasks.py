@@ -1,0 +1,26 @@
+"""M-Pesa background jobs: thin wrappers over `wavu.mpesa.services` (periodic ones: `wavu/schedule.py`).
+
+Both are idempotent: a callback is processed under its row lock and only while it is still
+"received" or "failed", and a receipt is one payment whatever happens (unique on the payment).
+"""
+
+from __future__ import annotations
+
+from wavu.core.tasks import task
+
+from . import services
+
+
+@task(name="process-callback", max_attempts=3)
+def process_callback(callback_id: int) -> str:
+    """Process one stored hook request (enqueued when it was stored). A processing failure is recorded
+    on the callback ("failed") and picked up by `retry_callbacks`; the job retries only when even
+    that could not be written (e.g. the database was away)."""
+    callback = services.process_callback(callback_id)
+    return callback.status if callback is not None else "missing"
+
+
+@task(name="retry-callbacks", max_attempts=1)
+def retry_callbacks() -> dict:
+    """Every minute: process again C2B confirmations that failed (with back-off) or got stuck."""
+    return services.retry_callbacks().as_dict()
