@@ -1,13 +1,18 @@
 """`wavu demo`: everything a newcomer needs to see Wavu running, in one command.
 
 Steps: create the data folder (SQLite), migrate, seed a demo ISP when the database is empty, make
-sure the demo superuser and its API token exist, print the URLs and logins, then supervise the
-child processes — the web server and the background worker with its scheduler (`wavu worker`) —
-until Ctrl-C. Later issues add the local simulators by appending to `child_processes()`.
+sure the demo superuser and its API token exist, make sure a demo M-Pesa paybill channel points at
+the local Daraja simulator, print the URLs and logins, then supervise the child processes — the web
+server, the background worker with its scheduler (`wavu worker`) and the Daraja simulator
+(`wavu mpesa-simulator`) — until Ctrl-C. Once the simulator answers, the channel's C2B URLs are
+registered with it, so a payment made at the simulator reaches Wavu's hooks like a real one.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 from django.conf import settings
@@ -23,6 +28,7 @@ from wavu.demo.seed import DEFAULT_MONTHS, database_is_empty
 DEMO_USERNAME = "admin"
 DEMO_PASSWORD = "wavu-demo"
 DEMO_EMAIL = "admin@wavu.example"
+SIMULATOR_PORT = 8900
 
 
 class Command(BaseCommand):
@@ -56,10 +62,12 @@ class Command(BaseCommand):
         self.prepare_database()
         self.seed_if_empty(customers=options["customers"], seed=options["seed"], months=options["months"])
         token = self.ensure_demo_user()
+        channel = self.ensure_demo_channel()
         base = f"http://{browser_host(options['host'])}:{options['port']}"
         self.print_banner(base, token)
         if options["no_serve"]:
             return
+        threading.Thread(target=self.register_when_simulator_answers, args=(channel.pk,), daemon=True).start()
         code = Supervisor(self.child_processes(options), log=self.log).run()
         if code:
             raise CommandError(f"a demo process failed (exit code {code})")
@@ -92,6 +100,58 @@ class Command(BaseCommand):
             token, _ = Token.objects.get_or_create(user=user)
         return token.key
 
+    def ensure_demo_channel(self):
+        """The demo's paybill (WAVU_PAYBILL_NUMBER) as a channel in the "simulator" environment, with the
+        simulator's credentials; created once, found again on later runs."""
+        from wavu.mpesa import channels
+        from wavu.mpesa.models import PaymentChannel
+        from wavu.mpesa_simulator.state import Config
+
+        shortcode = settings.WAVU["PAYBILL_NUMBER"]
+        channel = PaymentChannel.objects.filter(shortcode=shortcode).first()
+        if channel is None:
+            defaults = Config()
+            channel = channels.create_channel(
+                name="Demo paybill (simulator)",
+                kind=PaymentChannel.Kind.PAYBILL,
+                shortcode=shortcode,
+                environment=PaymentChannel.Environment.SIMULATOR,
+                consumer_key=defaults.consumer_key,
+                consumer_secret=defaults.consumer_secret,
+                passkey=defaults.passkey,
+                initiator_name=defaults.initiator,
+                allowlist_mode=PaymentChannel.Allowlist.OFF,  # the simulator calls from 127.0.0.1
+            )
+            self.log(f"created the demo M-Pesa channel: paybill {shortcode} on the local simulator")
+        return channel
+
+    def register_when_simulator_answers(self, channel_id: int, wait: float = 30.0) -> None:
+        """Register the demo channel's C2B URLs with the simulator once it listens (a thread of the demo)."""
+        from django.db import connections
+
+        from wavu.mpesa import channels
+        from wavu.mpesa.models import PaymentChannel
+
+        deadline = time.monotonic() + wait
+        url = f"{settings.WAVU['MPESA_SIMULATOR_URL']}/simulator"
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - the local simulator
+                        break
+                except OSError:
+                    time.sleep(0.5)
+            else:
+                self.log("the M-Pesa simulator did not answer: C2B URLs not registered")
+                return
+            try:
+                channels.register_c2b_urls(PaymentChannel.objects.get(pk=channel_id))
+                self.log("registered the demo paybill's C2B URLs with the simulator")
+            except Exception as exc:  # noqa: BLE001 - the demo goes on; the admin action can register later
+                self.log(f"could not register the demo paybill's C2B URLs: {exc}")
+        finally:
+            connections.close_all()
+
     def child_processes(self, options) -> list[ChildProcess]:
         """The processes `wavu demo` supervises. Later issues append the simulators here."""
         host = options["host"]
@@ -102,6 +162,17 @@ class Command(BaseCommand):
             ChildProcess("web", wavu_command("runserver", address, "--noreload", "--insecure")),
             # background jobs and the scheduler of periodic jobs (billing runs, renewals, dunning…)
             ChildProcess("worker", wavu_command("worker")),
+            # the local stand-in for Safaricom's Daraja API (docs/mpesa-simulator.md)
+            ChildProcess(
+                "mpesa-simulator",
+                wavu_command(
+                    "mpesa-simulator",
+                    "--port",
+                    str(SIMULATOR_PORT),
+                    "--paybill",
+                    settings.WAVU["PAYBILL_NUMBER"],
+                ),
+            ),
         ]
 
     # --- output ----------------------------------------------------------------------------------
@@ -117,6 +188,10 @@ class Command(BaseCommand):
             f"  API token      {token}",
             f'  Try            curl -H "Authorization: Token {token}" {base}/api/v1/',
             f"  Jobs           {base}/admin/django_tasks_database/dbtaskresult/   (run by the worker)",
+            f"  M-Pesa         simulator http://127.0.0.1:{SIMULATOR_PORT}/simulator — pay account 10008 by paybill:",
+            f"                 curl -s localhost:{SIMULATOR_PORT}/simulator/c2b/pay -d "
+            f'\'{{"amount": 1500, "account": "10008", "shortcode": "{settings.WAVU["PAYBILL_NUMBER"]}"}}\'',
+            f"                 then see {base}/admin/payments/payment/ and {base}/admin/mpesa/inboundcallback/",
             "  (an existing admin user keeps the password it had; Ctrl-C stops the demo)",
             "",
         ]
