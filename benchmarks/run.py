@@ -7,6 +7,12 @@ once (benchmarks/billing_run.py) and reports services billed per second, the dat
 rate for the same rows, their ratio, and peak memory. Targets (2-core machine): ≥ 2,000 services/s
 on PostgreSQL, ≥ 4,000/s on SQLite, throughput at the largest N within 20 % of the smallest, memory
 flat in N. The figures are printed and written to var/bench/billing-run-<timestamp>.json.
+
+C2B (issue 4, benchmarks/c2b.py): on PostgreSQL, --c2b-n documented C2B confirmations (+10 % duplicate
+deliveries) through the HTTP hook under gunicorn with `wavu worker` processes: acknowledgement p50/p99,
+end-to-end confirmations per second, zero double credits; baseline: /healthz under the same server and
+client. Target (2-core machine): ≥ 500 confirmations/s. Written to var/bench/c2b-<timestamp>.json.
+`--bench billing,c2b` picks the benchmarks (default both).
 """
 
 from __future__ import annotations
@@ -125,22 +131,40 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Wavu benchmarks")
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated N (default 10000,100000)")
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--bench", default="billing,c2b", help="comma-separated: billing, c2b (default both)")
+    parser.add_argument("--c2b-n", type=int, default=5000, help="unique C2B confirmations (default 5000)")
     parser.add_argument(
         "--pg-url", default=os.environ.get("PG_BENCH_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     databases = [d.strip() for d in args.databases.split(",") if d.strip()]
+    benches = {b.strip() for b in args.bench.split(",") if b.strip()}
+    unknown = benches - {"billing", "c2b"}
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from billing, c2b")
     started = dt.datetime.now()
-    results = billing_run(sizes, databases, args.pg_url)
-    lines = report(results)
-    print("\n".join(lines))
     out_dir = ROOT / "var" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"billing-run-{started:%Y%m%d-%H%M%S}.json"
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    path.write_text(json.dumps({"started": started.isoformat(), "machine": machine, "results": results}, indent=2))
-    print(f"\nwritten to {path.relative_to(ROOT)}")
+    if "billing" in benches:
+        results = billing_run(sizes, databases, args.pg_url)
+        lines = report(results)
+        print("\n".join(lines))
+        path = out_dir / f"billing-run-{started:%Y%m%d-%H%M%S}.json"
+        path.write_text(json.dumps({"started": started.isoformat(), "machine": machine, "results": results}, indent=2))
+        print(f"\nwritten to {path.relative_to(ROOT)}")
+    if "c2b" in benches:
+        import c2b  # benchmarks/ is on sys.path when this file runs as a script
+
+        result = c2b.c2b_bench(args.pg_url, n=args.c2b_n)
+        print("\n".join(c2b.report(result)))
+        if result is not None:
+            path = out_dir / f"c2b-{started:%Y%m%d-%H%M%S}.json"
+            path.write_text(
+                json.dumps({"started": started.isoformat(), "machine": machine, "result": result}, indent=2)
+            )
+            print(f"\nwritten to {path.relative_to(ROOT)}")
     return 0
 
 

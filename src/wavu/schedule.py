@@ -25,5 +25,6 @@ SCHEDULE: list[Periodic] = [
     Periodic("recover-orphaned-jobs", "wavu.core.tasks.recover_orphaned_jobs_job", every=timedelta(minutes=5)),
     # M-Pesa (issue 4): stored C2B confirmations that failed or got stuck are processed again.
     Periodic("retry-callbacks", "wavu.mpesa.tasks.retry_callbacks", every=timedelta(minutes=1)),
+    Periodic("stk-janitor", "wavu.mpesa.tasks.stk_janitor", every=timedelta(seconds=30)),
     Periodic("prune-job-records", "wavu.core.tasks.prune_job_records_job", at=time(3, 30)),
 ]

@@ -1,5 +1,5 @@
 """Admin for M-Pesa: payment channels (saved through `mpesa.channels`), access tokens and the inbound
-callback store (both read-only).
+callback store and STK push requests (all read-only).
 
 A channel's secrets are write-only password inputs: the form never renders a stored value; leaving one
 empty keeps it, ticking "clear" removes it. The callback URLs to register with Daraja are shown
@@ -16,7 +16,7 @@ from wavu.core import audit
 from wavu.core.admin import ReadOnlyAdmin
 
 from . import channels, daraja
-from .models import AccessToken, InboundCallback, PaymentChannel
+from .models import AccessToken, InboundCallback, PaymentChannel, StkRequest
 
 _PLAIN_FIELDS = tuple(f for f in channels.CHANNEL_FIELDS if f not in channels.SECRET_FIELDS)
 
@@ -217,3 +217,37 @@ class InboundCallbackAdmin(ReadOnlyAdmin):
     @admin.display(description="body")
     def body_display(self, obj):
         return format_html("<pre style='white-space: pre-wrap'>{}</pre>", obj.body)
+
+
+@admin.register(StkRequest)
+class StkRequestAdmin(ReadOnlyAdmin):
+    """STK push requests and how they ended (settled by the callback, the janitor's query or expiry)."""
+
+    list_display = ("created_at", "purpose", "customer", "amount", "status", "result_code", "receipt", "settled_by")
+    list_filter = ("status", "purpose", "channel", "settled_by")
+    search_fields = ("checkout_request_id", "receipt", "account_reference", "customer__account_number")
+    date_hierarchy = "created_at"
+    fields = (
+        "created_at",
+        "channel",
+        "purpose",
+        "customer",
+        "invoice",
+        "subscription",
+        "amount",
+        "account_reference",
+        "description",
+        "merchant_request_id",
+        "checkout_request_id",
+        "status",
+        "result_code",
+        "result_desc",
+        "customer_message",
+        "receipt",
+        "payment",
+        "settled_by",
+        "settled_at",
+        "next_check_at",
+        "checks",
+    )
+    readonly_fields = fields

@@ -6,6 +6,12 @@ write-only: a representation says only which are set (`secrets_set`). It shows t
 register with Daraja, the Daraja address the channel uses and the last C2B URL registration.
 Actions: `register-c2b-urls` (POST, optional `response_type` "Completed"/"Cancelled") and
 `rotate-hook-token` (POST). Every rule lives in `mpesa.channels`.
+
+`payment-requests`: STK pushes (`mpesa.stk`). POST creates one for an invoice, a plan purchase (a
+new service or a renewal) or a top-up and sends it (201, status pending or unknown; a push Daraja
+refused is 502 `stk_push_failed` naming the request; another open request for the same purpose is
+409 `stk_request_open`); GET lists (filters status, purpose, customer) and retrieves one — poll it
+until `status` is final and show `customer_message`.
 """
 
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
@@ -13,10 +19,14 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from wavu.billing.models import Invoice
 from wavu.core.api import AuditedViewMixin
+from wavu.core.errors import DomainError
+from wavu.customers.models import Customer
+from wavu.subscriptions.models import Subscription
 
-from . import channels, daraja
-from .models import PaymentChannel
+from . import channels, daraja, stk
+from .models import PaymentChannel, StkRequest
 
 # "kind" names other choice sets too; a pattern (not an enum) avoids a schema naming collision until
 # PaymentChannel.Kind is in SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] (then a plain ChoiceField will do).
@@ -210,5 +220,85 @@ class PaymentChannelViewSet(
         return self._show(channels.rotate_hook_token(self.get_object(), reason="api"))
 
 
+class StkRequestSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StkRequest
+        fields = [
+            "id",
+            "channel",
+            "purpose",
+            "customer",
+            "invoice",
+            "subscription",
+            "phone",
+            "amount",
+            "account_reference",
+            "description",
+            "merchant_request_id",
+            "checkout_request_id",
+            "status",
+            "result_code",
+            "result_desc",
+            "customer_message",
+            "receipt",
+            "payment",
+            "settled_by",
+            "created_at",
+            "settled_at",
+            "next_check_at",
+            "checks",
+        ]
+        read_only_fields = fields
+
+
+class StkRequestCreateSerializer(serializers.Serializer):
+    """Shapes only; the rules (phone, whole shillings, one open request per purpose) are `stk`'s."""
+
+    purpose = serializers.ChoiceField(choices=StkRequest.Purpose.choices)
+    customer = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.all(), required=False)
+    invoice = serializers.PrimaryKeyRelatedField(queryset=Invoice.objects.all(), required=False)
+    subscription = serializers.PrimaryKeyRelatedField(queryset=Subscription.objects.all(), required=False)
+    phone = serializers.CharField(max_length=20, required=False, help_text="default: the customer's phone")
+    amount = serializers.CharField(
+        max_length=20, required=False, help_text="whole shillings; default: what the invoice or period needs"
+    )
+    channel = serializers.PrimaryKeyRelatedField(queryset=PaymentChannel.objects.all(), required=False)
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({f: ["This field cannot be set."] for f in unknown})
+        return super().to_internal_value(data)
+
+
+class StkPushFailed(DomainError):
+    code = "stk_push_failed"
+    status = 502
+
+
+class StkRequestViewSet(
+    AuditedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """STK push requests: create (sends the push) and poll until the status is final."""
+
+    queryset = StkRequest.objects.all()
+    serializer_class = StkRequestSerializer
+    filterset_fields = ["status", "purpose", "customer"]
+    ordering_fields = ["created_at", "id"]
+    ordering = ["-created_at", "-id"]
+
+    @extend_schema(request=StkRequestCreateSerializer, responses={201: StkRequestSerializer})
+    def create(self, request, *args, **kwargs):
+        form = StkRequestCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = dict(form.validated_data)
+        created = stk.request_stk_push(data.pop("purpose"), **data)
+        if created.status not in StkRequest.OPEN_STATUSES:
+            raise StkPushFailed(created.customer_message, fields={"request": [str(created.pk)]})
+        return Response(StkRequestSerializer(created).data, status=status.HTTP_201_CREATED)
+
+
 def register(router):
     router.register("payment-channels", PaymentChannelViewSet, basename="payment-channel")
+    router.register("payment-requests", StkRequestViewSet, basename="payment-request")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 
 from django.db import models
+from django.db.models.functions import Coalesce
 
 from wavu.core.fields import EncryptedTextField
 
@@ -141,3 +142,74 @@ class InboundCallback(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.reference or self.pk} ({self.status})"
+
+
+class StkRequest(models.Model):
+    """One STK push (M-Pesa Express) Wavu asked a customer's phone to pay, and how it ended.
+
+    The row is written before Daraja is called (status "pending"), so a crash or a timeout never
+    loses track of a prompt that may be on the customer's phone. At most one request per purpose
+    (an invoice, a service's plan purchase, a top-up) is open ("pending" or "unknown") at a time:
+    a unique partial index enforces it. Rules live in `wavu.mpesa.stk`.
+    """
+
+    class Purpose(models.TextChoices):
+        INVOICE = "invoice", "Pay an invoice"
+        PURCHASE = "purchase", "Buy a plan period (new service or renewal)"
+        TOP_UP = "top_up", "Top up the account"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for the customer"
+        UNKNOWN = "unknown", "Push sent, Daraja's answer lost (never pushed again)"
+        PAID = "paid", "Paid"
+        CANCELLED = "cancelled", "Cancelled by the customer"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "No answer in time"
+
+    OPEN_STATUSES = (Status.PENDING, Status.UNKNOWN)
+
+    channel = models.ForeignKey(PaymentChannel, on_delete=models.PROTECT, related_name="stk_requests")
+    purpose = models.CharField(max_length=10, choices=Purpose.choices)
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="stk_requests")
+    invoice = models.ForeignKey(
+        "billing.Invoice", null=True, blank=True, on_delete=models.PROTECT, related_name="stk_requests"
+    )
+    subscription = models.ForeignKey(
+        "subscriptions.Subscription", null=True, blank=True, on_delete=models.PROTECT, related_name="stk_requests"
+    )
+    phone = models.CharField(max_length=12, help_text="2547######## or 2541########")
+    amount = models.DecimalField(max_digits=12, decimal_places=2, help_text="whole shillings")
+    account_reference = models.CharField(max_length=12)
+    description = models.CharField(max_length=13)
+    merchant_request_id = models.CharField(max_length=60, blank=True)
+    checkout_request_id = models.CharField(max_length=60, null=True, blank=True, unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    result_code = models.CharField(max_length=20, blank=True)
+    result_desc = models.CharField(max_length=300, blank=True)
+    customer_message = models.CharField(max_length=300, blank=True, help_text="what the customer should do")
+    receipt = models.CharField(max_length=60, blank=True, help_text="MpesaReceiptNumber, once known")
+    payment = models.ForeignKey(
+        "payments.Payment", null=True, blank=True, on_delete=models.PROTECT, related_name="stk_requests"
+    )
+    settled_by = models.CharField(max_length=10, blank=True, help_text="callback, query or expiry")
+    created_at = models.DateTimeField()
+    settled_at = models.DateTimeField(null=True, blank=True)
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    checks = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                models.F("customer"),
+                models.F("purpose"),
+                Coalesce("invoice", models.Value(0)),
+                Coalesce("subscription", models.Value(0)),
+                condition=models.Q(status__in=["pending", "unknown"]),
+                name="stk_one_open_request_per_purpose",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "next_check_at"], name="stk_to_check")]
+
+    def __str__(self):
+        return f"STK {self.get_purpose_display().lower()} {self.amount} KES ({self.status})"

@@ -241,8 +241,8 @@ def store_callback(
     outcome: str = "",
 ) -> InboundCallback:
     """Keep one hook request (body, headers without cookies/credentials, source address, time) in its
-    own transaction; a C2B confirmation kept as "received" gets `process_callback` enqueued once the
-    row commits. Not idempotent: every request is its own row (that is the audit trail)."""
+    own transaction; a C2B confirmation or STK callback kept as "received" gets `process_callback`
+    enqueued once the row commits. Not idempotent: every request is its own row (that is the audit trail)."""
     text = request.body.decode("utf-8", errors="replace")
     if request.too_large:
         text = text[:OVERSIZED_BODY_KEPT]
@@ -260,7 +260,7 @@ def store_callback(
             reference=_reference_of(kind, request.body) if not request.too_large else "",
             processed_at=clock.now() if status == Status.PROCESSED else None,
         )
-        if kind == Kind.C2B_CONFIRMATION and status == Status.RECEIVED:
+        if kind in (Kind.C2B_CONFIRMATION, Kind.STK_CALLBACK) and status == Status.RECEIVED:
             from .tasks import process_callback
 
             enqueue_on_commit(process_callback, callback.pk)
@@ -326,6 +326,9 @@ def receive_hook(channel: PaymentChannel, kind: str, request: HookRequest) -> Ho
     if kind == Kind.C2B_CONFIRMATION:
         callback = store_callback(channel, kind, request, source_allowed=allowed, outcome=flag.rstrip("; "))
         return HookAnswer(200, CONFIRMATION_ACK, callback)
+    if kind == Kind.STK_CALLBACK:  # processed after commit by `stk.process_stk_callback`
+        callback = store_callback(channel, kind, request, source_allowed=allowed, outcome=flag.rstrip("; "))
+        return HookAnswer(200, CALLBACK_ACK, callback)
     callback = store_callback(channel, kind, request, source_allowed=allowed, outcome=flag + STORED_ONLY)
     return HookAnswer(200, CALLBACK_ACK, callback)
 
@@ -334,11 +337,15 @@ def receive_hook(channel: PaymentChannel, kind: str, request: HookRequest) -> Ho
 
 
 def process_callback(callback_id: int) -> InboundCallback | None:
-    """Process one stored callback by kind (today: C2B confirmations; the others wait for STK and
-    Transaction Status support and are left as they are). Idempotent."""
+    """Process one stored callback by kind: C2B confirmations here, STK callbacks in `stk`
+    (Transaction Status results wait for their support and are left as they are). Idempotent."""
     kind = InboundCallback.objects.filter(pk=callback_id).values_list("kind", flat=True).first()
     if kind == Kind.C2B_CONFIRMATION:
         return process_c2b_confirmation(callback_id)
+    if kind == Kind.STK_CALLBACK:
+        from .stk import process_stk_callback
+
+        return process_stk_callback(callback_id)
     return InboundCallback.objects.filter(pk=callback_id).first()
 
 

@@ -1,6 +1,6 @@
 """M-Pesa background jobs: thin wrappers over `wavu.mpesa.services` (periodic ones: `wavu/schedule.py`).
 
-Both are idempotent: a callback is processed under its row lock and only while it is still
+All are idempotent: a callback is processed under its row lock and only while it is still
 "received" or "failed", and a receipt is one payment whatever happens (unique on the payment).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from wavu.core.tasks import task
 
-from . import services
+from . import services, stk
 
 
 @task(name="process-callback", max_attempts=3)
@@ -24,3 +24,10 @@ def process_callback(callback_id: int) -> str:
 def retry_callbacks() -> dict:
     """Every minute: process again C2B confirmations that failed (with back-off) or got stuck."""
     return services.retry_callbacks().as_dict()
+
+
+@task(name="stk-janitor", max_attempts=1)
+def stk_janitor() -> dict:
+    """Every 30 s: query STK requests still open a minute after the push (with backoff) until each
+    is settled or expires, and process STK callbacks stored but not processed (`stk.settle_pending_stk`)."""
+    return stk.settle_pending_stk().as_dict()

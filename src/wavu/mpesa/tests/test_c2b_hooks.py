@@ -254,12 +254,11 @@ STATUS_RESULT = {"Result": {"ResultType": 0, "ResultCode": 0, "TransactionID": "
 @pytest.mark.parametrize(
     ("name", "payload", "kind", "reference"),
     [
-        ("stk-callback", STK_SUCCESS, "stk_callback", "ws_CO_191220191020363925"),
         ("status-result", STATUS_RESULT, "status_result", "LGR0000000"),
         ("status-timeout", STATUS_RESULT, "status_timeout", "LGR0000000"),
     ],
 )
-def test_stk_and_status_callbacks_are_kept_and_acknowledged_but_not_processed_yet(
+def test_status_callbacks_are_kept_and_acknowledged_but_not_processed_yet(
     client, channel, name, payload, kind, reference, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
