@@ -599,7 +599,7 @@ def apply_status_result(callback_id: int) -> InboundCallback | None:
     Locks the callback row; only a "received"/"failed" status_result is handled. Completed receipt →
     `record_payment` (a receipt already known → "duplicate"; another amount → "mismatch"); an
     unsuccessful query or a transaction not completed → "processed" with the reason, nothing recorded.
-    Not wired yet: `services.process_callback` leaves status results stored (see the report).
+    Called by `services.process_callback` for every stored status result.
     """
     with transaction.atomic():
         callback = InboundCallback.objects.select_for_update().filter(pk=callback_id).first()

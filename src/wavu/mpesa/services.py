@@ -44,7 +44,7 @@ Status = InboundCallback.Status
 
 # M-Pesa states TransTime in Kenyan time, whatever the ISP's TIME_ZONE.
 MPESA_TIME_ZONE = zoneinfo.ZoneInfo("Africa/Nairobi")
-STORED_ONLY = "stored; processing comes with STK/status support"
+STORED_ONLY = "stored: a Transaction Status query timed out at Safaricom; ask again"
 DROPPED_HEADERS = {"cookie", "authorization", "proxy-authorization"}
 MAX_HEADER_VALUE = 500
 OVERSIZED_BODY_KEPT = 2048  # characters of an oversized body kept for the audit
@@ -260,7 +260,7 @@ def store_callback(
             reference=_reference_of(kind, request.body) if not request.too_large else "",
             processed_at=clock.now() if status == Status.PROCESSED else None,
         )
-        if kind in (Kind.C2B_CONFIRMATION, Kind.STK_CALLBACK) and status == Status.RECEIVED:
+        if kind in (Kind.C2B_CONFIRMATION, Kind.STK_CALLBACK, Kind.STATUS_RESULT) and status == Status.RECEIVED:
             from .tasks import process_callback
 
             enqueue_on_commit(process_callback, callback.pk)
@@ -326,7 +326,7 @@ def receive_hook(channel: PaymentChannel, kind: str, request: HookRequest) -> Ho
     if kind == Kind.C2B_CONFIRMATION:
         callback = store_callback(channel, kind, request, source_allowed=allowed, outcome=flag.rstrip("; "))
         return HookAnswer(200, CONFIRMATION_ACK, callback)
-    if kind == Kind.STK_CALLBACK:  # processed after commit by `stk.process_stk_callback`
+    if kind in (Kind.STK_CALLBACK, Kind.STATUS_RESULT):  # processed after commit (`process_callback`)
         callback = store_callback(channel, kind, request, source_allowed=allowed, outcome=flag.rstrip("; "))
         return HookAnswer(200, CALLBACK_ACK, callback)
     callback = store_callback(channel, kind, request, source_allowed=allowed, outcome=flag + STORED_ONLY)
@@ -337,8 +337,9 @@ def receive_hook(channel: PaymentChannel, kind: str, request: HookRequest) -> Ho
 
 
 def process_callback(callback_id: int) -> InboundCallback | None:
-    """Process one stored callback by kind: C2B confirmations here, STK callbacks in `stk`
-    (Transaction Status results wait for their support and are left as they are). Idempotent."""
+    """Process one stored callback by kind: C2B confirmations here, STK callbacks in `stk`,
+    Transaction Status results in `reconciliation` (a completed receipt Wavu did not have becomes a
+    payment in suspense); timeouts stay stored for staff. Idempotent."""
     kind = InboundCallback.objects.filter(pk=callback_id).values_list("kind", flat=True).first()
     if kind == Kind.C2B_CONFIRMATION:
         return process_c2b_confirmation(callback_id)
@@ -346,6 +347,10 @@ def process_callback(callback_id: int) -> InboundCallback | None:
         from .stk import process_stk_callback
 
         return process_stk_callback(callback_id)
+    if kind == Kind.STATUS_RESULT:
+        from .reconciliation import apply_status_result
+
+        return apply_status_result(callback_id)
     return InboundCallback.objects.filter(pk=callback_id).first()
 
 

@@ -253,12 +253,9 @@ STATUS_RESULT = {"Result": {"ResultType": 0, "ResultCode": 0, "TransactionID": "
 
 @pytest.mark.parametrize(
     ("name", "payload", "kind", "reference"),
-    [
-        ("status-result", STATUS_RESULT, "status_result", "LGR0000000"),
-        ("status-timeout", STATUS_RESULT, "status_timeout", "LGR0000000"),
-    ],
+    [("status-timeout", STATUS_RESULT, "status_timeout", "LGR0000000")],
 )
-def test_status_callbacks_are_kept_and_acknowledged_but_not_processed_yet(
+def test_a_status_timeout_is_kept_and_acknowledged_for_staff(
     client, channel, name, payload, kind, reference, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
@@ -273,6 +270,36 @@ def test_status_callbacks_are_kept_and_acknowledged_but_not_processed_yet(
         reference,
     )
     assert work(django_capture_on_commit_callbacks) == 0 and not Payment.objects.exists()
+
+
+def test_a_completed_status_result_at_the_hook_records_the_missing_receipt_once_in_suspense(
+    client, channel, django_capture_on_commit_callbacks
+):
+    body = {
+        "Result": {
+            "ResultType": 0,
+            "ResultCode": 0,
+            "ResultDesc": "The service request is processed successfully.",
+            "TransactionID": "SKN9XXXX02",
+            "ResultParameters": {
+                "ResultParameter": [
+                    {"Key": "ReceiptNo", "Value": "SKN9XXXX02"},
+                    {"Key": "FinalisedTime", "Value": 20261124101415},
+                    {"Key": "Amount", "Value": 450},
+                    {"Key": "TransactionStatus", "Value": "Completed"},
+                    {"Key": "DebitPartyName", "Value": "25479****111 - JANE DOE"},
+                ]
+            },
+        }
+    }
+    for _ in range(2):  # Safaricom may deliver the result twice
+        with django_capture_on_commit_callbacks(execute=True):
+            assert post(client, channel, body, "status-result").status_code == 200
+    work(django_capture_on_commit_callbacks)
+
+    assert sorted(InboundCallback.objects.values_list("status", flat=True)) == ["duplicate", "processed"]
+    payment = Payment.objects.get()
+    assert (payment.reference, payment.amount, payment.status) == ("SKN9XXXX02", Decimal("450"), "unmatched")
 
 
 # --- security: token, method, size, source ---------------------------------------------------------------
