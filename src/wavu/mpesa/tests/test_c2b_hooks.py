@@ -280,10 +280,10 @@ def test_a_completed_status_result_at_the_hook_records_the_missing_receipt_once_
             "ResultType": 0,
             "ResultCode": 0,
             "ResultDesc": "The service request is processed successfully.",
-            "TransactionID": "SKN9XXXX02",
+            "TransactionID": "SKN9QRST02",
             "ResultParameters": {
                 "ResultParameter": [
-                    {"Key": "ReceiptNo", "Value": "SKN9XXXX02"},
+                    {"Key": "ReceiptNo", "Value": "SKN9QRST02"},
                     {"Key": "FinalisedTime", "Value": 20261124101415},
                     {"Key": "Amount", "Value": 450},
                     {"Key": "TransactionStatus", "Value": "Completed"},
@@ -299,7 +299,7 @@ def test_a_completed_status_result_at_the_hook_records_the_missing_receipt_once_
 
     assert sorted(InboundCallback.objects.values_list("status", flat=True)) == ["duplicate", "processed"]
     payment = Payment.objects.get()
-    assert (payment.reference, payment.amount, payment.status) == ("SKN9XXXX02", Decimal("450"), "unmatched")
+    assert (payment.reference, payment.amount, payment.status) == ("SKN9QRST02", Decimal("450"), "unmatched")
 
 
 # --- security: token, method, size, source ---------------------------------------------------------------

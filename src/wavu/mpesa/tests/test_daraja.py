@@ -536,13 +536,13 @@ def test_transaction_status_sends_the_initiator_and_the_receipt(channel):
         {daraja.TRANSACTION_STATUS_PATH: [{"status": 503, "json": envelope("503", "busy")}, {"json": answer}]}
     )
     result = client_for(channel, fake).transaction_status(
-        "lkxxxx1234", "https://b.example/hooks/status/t/result", "https://b.example/hooks/status/t/timeout"
+        "lkqrst1234", "https://b.example/hooks/status/t/result", "https://b.example/hooks/status/t/timeout"
     )
     assert fake.body(daraja.TRANSACTION_STATUS_PATH) == {
         "Initiator": "testapi",
         "SecurityCredential": "SECCRED==",
         "CommandID": "TransactionStatusQuery",
-        "TransactionID": "LKXXXX1234",
+        "TransactionID": "LKQRST1234",
         "PartyA": "174379",
         "IdentifierType": "4",
         "ResultURL": "https://b.example/hooks/status/t/result",
@@ -571,7 +571,7 @@ def test_initiator_calls_need_the_initiator_and_credential():
     channel = make_channel(security_credential="")
     fake = FakeDaraja()
     with pytest.raises(daraja.ChannelNotConfigured):
-        client_for(channel, fake).transaction_status("LKXXXX1234", "https://b.example/r", "https://b.example/q")
+        client_for(channel, fake).transaction_status("LKQRST1234", "https://b.example/r", "https://b.example/q")
     assert fake.requests == []
 
 

@@ -253,14 +253,14 @@ def test_unknown_receipts_are_asked_of_daraja_and_known_ones_are_not(channel, wa
         )
 
     with DarajaClient(channel, transport=httpx.MockTransport(daraja)) as client:
-        answers = query_unknown_receipts(channel, ["skn1aaaa01", " SKN9XXXX01 ", "bad!"], client=client)
+        answers = query_unknown_receipts(channel, ["skn1aaaa01", " SKN9QRST01 ", "bad!"], client=client)
 
     assert [(a.receipt, a.outcome) for a in answers] == [
         ("SKN1AAAA01", "known"),
-        ("SKN9XXXX01", "asked"),
+        ("SKN9QRST01", "asked"),
         ("BAD!", "invalid"),
     ]
-    assert len(asked) == 1 and b"SKN9XXXX01" in asked[0] and b"/hooks/status/" in asked[0]
+    assert len(asked) == 1 and b"SKN9QRST01" in asked[0] and b"/hooks/status/" in asked[0]
 
 
 def test_a_completed_status_result_is_recorded_once_to_suspense(channel):
@@ -269,10 +269,10 @@ def test_a_completed_status_result_is_recorded_once_to_suspense(channel):
             "ResultType": 0,
             "ResultCode": 0,
             "ResultDesc": "ok",
-            "TransactionID": "SKN9XXXX01",
+            "TransactionID": "SKN9QRST01",
             "ResultParameters": {
                 "ResultParameter": [
-                    {"Key": "ReceiptNo", "Value": "SKN9XXXX01"},
+                    {"Key": "ReceiptNo", "Value": "SKN9QRST01"},
                     {"Key": "FinalisedTime", "Value": 20261124101415},
                     {"Key": "Amount", "Value": 450},
                     {"Key": "TransactionStatus", "Value": "Completed"},
@@ -294,7 +294,7 @@ def test_a_completed_status_result_is_recorded_once_to_suspense(channel):
     assert (first.status, second.status) == ("processed", "duplicate")
     payment = Payment.objects.get()
     assert (payment.reference, payment.amount, payment.status, payment.payer_name) == (
-        "SKN9XXXX01",
+        "SKN9QRST01",
         Decimal("450"),
         "unmatched",
         "JANE DOE",
