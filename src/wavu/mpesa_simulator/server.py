@@ -850,7 +850,7 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET" and not rest:
             return 200, {"phones": state.config.as_dict()["phones"]}
         if len(rest) != 1 or not phone(rest[0]):
-            raise ControlError("use /simulator/phones/2547XXXXXXXX (12 digits)")
+            raise ControlError("use /simulator/phones/<msisdn>, e.g. /simulator/phones/254712345678 (12 digits)")
         if method in ("PUT", "POST"):
             script = scenarios.parse_script(self.control_body())
             with state.lock:
