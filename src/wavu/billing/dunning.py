@@ -39,7 +39,7 @@ from wavu.core import audit, clock
 from wavu.core.errors import DomainError, NotAllowed
 from wavu.core.models import AuditEvent
 from wavu.core.money import quantum
-from wavu.customers.models import Customer
+from wavu.customers.services import lock_accounts
 from wavu.subscriptions import services as subscriptions
 from wavu.subscriptions.models import Status, Subscription, SuspensionCause
 
@@ -85,7 +85,7 @@ def _today(now: dt.datetime) -> dt.date:
 
 def _lock_customer(customer_id: int) -> None:
     """The money lock billing and payments take first (one per account)."""
-    list(Customer.objects.select_for_update().filter(pk=customer_id).values_list("pk", flat=True))
+    lock_accounts(customer_id)
 
 
 def _insert_notice(invoice_id: int, stage: str, offset_days: int, now: dt.datetime) -> DunningNotice | None:

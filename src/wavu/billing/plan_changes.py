@@ -53,7 +53,7 @@ from wavu.catalog.selectors import NoPrice, plan_price
 from wavu.core import clock
 from wavu.core.errors import NotAllowed
 from wavu.core.money import quantum
-from wavu.customers.models import Customer
+from wavu.customers.services import lock_accounts
 from wavu.subscriptions import services as subscriptions
 from wavu.subscriptions.models import Status, Subscription
 
@@ -280,7 +280,7 @@ def change_plan(
     at = at or clock.now()
     with transaction.atomic():
         customer_id = Subscription.objects.values_list("customer_id", flat=True).get(pk=subscription.pk)
-        list(Customer.objects.select_for_update().filter(pk=customer_id).values_list("pk", flat=True))
+        lock_accounts(customer_id)
         sub = (
             Subscription.objects.select_for_update(of=("self",))
             .select_related("plan", "customer")

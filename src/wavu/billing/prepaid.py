@@ -48,6 +48,7 @@ from wavu.core.db import copy_field_values
 from wavu.core.errors import DomainError, NotAllowed
 from wavu.core.models import AuditEvent
 from wavu.customers.models import Customer
+from wavu.customers.services import lock_accounts
 from wavu.ledger.selectors import customer_credit
 from wavu.subscriptions import services as subscriptions
 from wavu.subscriptions.models import Status, Subscription, SubscriptionAddOn
@@ -158,7 +159,7 @@ def _plan_at(sub: Subscription, start: dt.datetime) -> Plan:
 def _lock(subscription_id: int) -> Subscription:
     """Lock the customer row, then the subscription row (the order billing and payments use)."""
     customer_id = Subscription.objects.filter(pk=subscription_id).values_list("customer_id", flat=True).get()
-    list(Customer.objects.select_for_update().filter(pk=customer_id).values_list("pk", flat=True))
+    lock_accounts(customer_id)
     return (
         Subscription.objects.select_for_update(of=("self",))
         .select_related("plan", "pending_plan", "customer")

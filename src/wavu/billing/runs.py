@@ -57,6 +57,7 @@ from wavu.core.money import Money, round_money
 from wavu.core.sequences import next_values
 from wavu.core.tax import RateBook, Rates, TaxRateMissing, split_gross
 from wavu.customers.models import Customer
+from wavu.customers.services import lock_accounts
 from wavu.ledger import accounts
 from wavu.ledger.models import Account, JournalEntry, Posting
 from wavu.subscriptions.models import Status, Subscription, SubscriptionAddOn
@@ -406,7 +407,7 @@ class _BatchWriter:
 
     def _lock_and_read(self, ids: list[int], cutoff: dt.datetime) -> list[_Row]:
         customer_ids = sorted(set(Subscription.objects.filter(pk__in=ids).values_list("customer_id", flat=True)))
-        list(Customer.objects.select_for_update().filter(pk__in=customer_ids).order_by("pk").values_list("pk"))
+        lock_accounts(*customer_ids)
         locked = (
             due_subscriptions(cutoff)
             .filter(pk__in=ids)
@@ -555,7 +556,9 @@ class _BatchWriter:
                 bill.customer_id, bill.subscription_id, services.INVOICE_SERIES,
                 services.format_number(services.INVOICE_SERIES, number), Invoice.Status.DRAFT, self.currency,
                 self.issue_date, now, due_date, bill.period_start, bill.period_end, customer["name"][:160],
-                customer["kra_pin"] or "", _address(customer), customer["account_number"], net_t, exc_t, vat_t,
+                customer["kra_pin"] or "",
+                services.buyer_address(customer["address"], customer["town"], customer["county"]),
+                customer["account_number"], net_t, exc_t, vat_t,
                 gross_t, Decimal(0), Decimal(0), "", now,
             ))  # fmt: skip
             line_sets.append(lines)
@@ -634,8 +637,3 @@ class _BatchWriter:
         )
         for customer_id in sorted(set(with_credit)):
             apply_customer_credit(customer_id)
-
-
-def _address(customer: dict) -> str:
-    parts = [customer["address"], customer["town"], customer["county"]]
-    return ", ".join(p.strip() for p in parts if p and p.strip())[:300]

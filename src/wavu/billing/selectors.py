@@ -174,3 +174,8 @@ def overdue_suspended_services_cleared(today: dt.date) -> QuerySet[Subscription]
         .filter(Exists(promised) | (~Exists(own) & ~Exists(shared)))
         .order_by("pk")
     )
+
+
+def invoice_by_number(number: str) -> Invoice | None:
+    """The issued invoice with this printed number (e.g. INV-000123), with its customer; or None."""
+    return Invoice.objects.filter(number=number).select_related("customer").first()

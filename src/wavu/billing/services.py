@@ -42,6 +42,7 @@ from wavu.core.money import InvalidAmount, Money, quantum, round_money, to_decim
 from wavu.core.sequences import next_value
 from wavu.core.tax import Rates, TaxClass, TaxRateMissing, split_gross, split_price
 from wavu.customers.models import Customer
+from wavu.customers.services import lock_accounts
 from wavu.ledger import accounts
 from wavu.ledger.models import JournalEntry
 from wavu.ledger.services import Line, credit, debit, post_entry
@@ -168,13 +169,13 @@ def _lock_customer_then_invoice(invoice: Invoice | int) -> Invoice:
     """The lock order shared with payments: the customer row, then the invoice row."""
     pk = invoice.pk if isinstance(invoice, Invoice) else invoice
     customer_id = Invoice.objects.filter(pk=pk).values_list("customer_id", flat=True).get()
-    list(Customer.objects.select_for_update().filter(pk=customer_id).values_list("pk", flat=True))
+    lock_accounts(customer_id)
     return _lock_invoice(pk)
 
 
-def _buyer_address(customer: Customer) -> str:
-    parts = [customer.address, customer.town, customer.county]
-    return ", ".join(p.strip() for p in parts if p and p.strip())[:300]
+def buyer_address(address: str, town: str, county: str) -> str:
+    """The buyer's address as printed on an invoice: the parts given, comma-separated, at most 300 characters."""
+    return ", ".join(p.strip() for p in (address, town, county) if p and p.strip())[:300]
 
 
 # --- drafts and lines -------------------------------------------------------------------------
@@ -467,7 +468,7 @@ def issue_invoice(invoice: Invoice, *, issue_date: dt.date | None = None) -> Inv
         locked.due_date = issue_date + dt.timedelta(days=settings.WAVU["INVOICE_DUE_DAYS"])
         locked.buyer_name = customer.name[:160]
         locked.buyer_pin = customer.kra_pin or ""
-        locked.buyer_address = _buyer_address(customer)
+        locked.buyer_address = buyer_address(customer.address, customer.town, customer.county)
         locked.buyer_account_number = customer.account_number
         locked.save()
         post_entry(

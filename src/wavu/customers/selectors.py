@@ -50,3 +50,8 @@ def find_by_account_reference(text: str) -> Customer | None:
     if not is_valid_account_number(reference):
         return None
     return Customer.objects.filter(account_number=reference).first()
+
+
+def with_phone(msisdn: str) -> QuerySet[Customer]:
+    """Customers whose main or alternative phone is `msisdn` (already normalised, 2547…/2541…)."""
+    return Customer.objects.filter(Q(phone=msisdn) | Q(alt_phone=msisdn)).order_by("pk")

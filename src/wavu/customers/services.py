@@ -270,6 +270,18 @@ def _lock(customer: Customer) -> Customer:
     return Customer.objects.select_for_update().get(pk=customer.pk)
 
 
+def lock_accounts(*customer_ids: int | None) -> None:
+    """The money lock: lock these customers' rows (pk order) in the caller's transaction.
+
+    Every service that moves a customer's money — invoices, payments, credit notes, renewals,
+    plan changes, dunning, billing runs — takes it first, so two operations on one account queue
+    instead of interleaving or deadlocking. `None` ids are ignored. A no-op on SQLite, whose
+    IMMEDIATE transactions already serialise writers."""
+    ids = sorted({pk for pk in customer_ids if pk is not None})
+    if ids:
+        list(Customer.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
+
+
 def update_customer(customer: Customer, *, reason: str = "", **changes) -> Customer:
     """Correct a customer's details (any of EDITABLE_FIELDS) as typed.
 

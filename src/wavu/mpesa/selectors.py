@@ -17,12 +17,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
-from wavu.billing.models import Invoice
+from wavu.billing.selectors import invoice_by_number
 from wavu.billing.services import INVOICE_SERIES, format_number
 from wavu.core import clock
 from wavu.core.phones import normalize_msisdn
 from wavu.customers.models import Customer
 from wavu.customers.selectors import find_by_account_reference
+from wavu.customers.selectors import with_phone as customers_with_phone
 from wavu.subscriptions.selectors import find_by_username
 
 from .models import InboundCallback, PaymentChannel
@@ -131,7 +132,7 @@ def match_account_reference(text: str) -> ReferenceMatch:
     invoice_match = _INVOICE_RE.match(compact)
     if invoice_match and int(invoice_match.group(1)) > 0:
         number = format_number(INVOICE_SERIES, int(invoice_match.group(1)))
-        invoice = Invoice.objects.filter(number=number).select_related("customer").first()
+        invoice = invoice_by_number(number)
         if invoice is not None:
             return ReferenceMatch(invoice.customer, "invoice_number", f"invoice {number}")
 
@@ -141,7 +142,7 @@ def match_account_reference(text: str) -> ReferenceMatch:
         except ValidationError:
             phone = None
         if phone:
-            owners = list(Customer.objects.filter(Q(phone=phone) | Q(alt_phone=phone)).order_by("pk")[:2])
+            owners = list(customers_with_phone(phone)[:2])
             if len(owners) == 1:
                 return ReferenceMatch(owners[0], "phone", "the customer's registered phone")
             if len(owners) > 1:

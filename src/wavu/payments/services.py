@@ -41,6 +41,7 @@ from wavu.core.errors import DomainError, NotAllowed
 from wavu.core.models import AuditEvent
 from wavu.core.money import MINOR_UNITS, InvalidAmount, quantum, to_decimal
 from wavu.customers.models import Customer
+from wavu.customers.services import lock_accounts
 from wavu.ledger import accounts
 from wavu.ledger import services as ledger
 from wavu.ledger.models import JournalEntry
@@ -171,8 +172,7 @@ def _clean_reason(reason) -> str:
 
 
 def _lock_customer(customer_id: int | None) -> None:
-    if customer_id is not None:
-        list(Customer.objects.select_for_update().filter(pk=customer_id).values_list("pk", flat=True))
+    lock_accounts(customer_id)
 
 
 def _lock_payment(payment_id: int) -> Payment:
