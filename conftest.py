@@ -27,3 +27,12 @@ def reference_data(db):
 @pytest.fixture
 def vendor():
     return connection.vendor
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_cache():
+    """Each test starts without the M-Pesa channels a previous test's hook requests cached."""
+    from wavu.mpesa.selectors import forget_cached_channels
+
+    forget_cached_channels()
+    yield

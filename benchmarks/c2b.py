@@ -3,7 +3,8 @@
 `c2b_bench(pg_url, …)` (called by benchmarks/run.py) builds a fresh database `wavu_bench_c2b`, migrates
 it, seeds it with `wavu seed-demo --customers 10000 --months 0 --postpaid-only`, and creates a paybill
 channel with the allowlist off (`python benchmarks/c2b.py setup`). It then starts the app under
-gunicorn (sync workers, the way it is deployed) and `wavu worker` processes, and fires N documented
+gunicorn (sync workers, the way it is deployed) and `wavu worker` processes (whose drainer threads
+process the stored callbacks in batches), and fires N documented
 C2B confirmations with unique TransIDs plus 10 % duplicate deliveries (shuffled, so a copy can race
 its original) from a thread pool of httpx clients. It measures:
 
@@ -232,7 +233,7 @@ def _counts(db_url: str) -> dict:
     return {"payments": payments, "unmatched": unmatched, "payment_entries": entries, "doubled_receipts": doubled}
 
 
-def c2b_bench(pg_url: str, *, n: int = 5000, customers: int = 10000, web_workers: int = 3, job_workers: int = 2,
+def c2b_bench(pg_url: str, *, n: int = 5000, customers: int = 10000, web_workers: int = 4, job_workers: int = 1,
               concurrency: int = 32) -> dict | None:  # fmt: skip
     """Run the whole benchmark; None when PostgreSQL does not answer."""
     db_url = _fresh_postgres(pg_url)
@@ -383,8 +384,8 @@ def main(argv=None) -> int:
     r.add_argument("--pg-url", default=os.environ.get("PG_BENCH_URL", "postgres://postgres@127.0.0.1:5432/postgres"))
     r.add_argument("--n", type=int, default=5000)
     r.add_argument("--customers", type=int, default=10000)
-    r.add_argument("--web-workers", type=int, default=3)
-    r.add_argument("--job-workers", type=int, default=2)
+    r.add_argument("--web-workers", type=int, default=4)
+    r.add_argument("--job-workers", type=int, default=1)
     r.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args(argv)
     if args.command == "setup":

@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated N (default 10000,100000)")
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--bench", default="billing,c2b", help="comma-separated: billing, c2b (default both)")
-    parser.add_argument("--c2b-n", type=int, default=5000, help="unique C2B confirmations (default 5000)")
+    parser.add_argument("--c2b-n", type=int, default=20000, help="unique C2B confirmations (default 20000)")
     parser.add_argument(
         "--pg-url", default=os.environ.get("PG_BENCH_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     )

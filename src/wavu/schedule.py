@@ -23,8 +23,16 @@ SCHEDULE: list[Periodic] = [
     Periodic("reactivation", "wavu.billing.tasks.reactivation_sweep", every=timedelta(minutes=5)),
     Periodic("pause-resume", "wavu.subscriptions.tasks.resume_due_pauses", every=timedelta(minutes=5)),
     Periodic("recover-orphaned-jobs", "wavu.core.tasks.recover_orphaned_jobs_job", every=timedelta(minutes=5)),
-    # M-Pesa (issue 4): stored C2B confirmations that failed or got stuck are processed again.
+    # M-Pesa (issue 4): stored callbacks (C2B, STK, Transaction Status, refunds) that failed or that no
+    # worker drained are processed again; STK requests with no answer are queried.
     Periodic("retry-callbacks", "wavu.mpesa.tasks.retry_callbacks", every=timedelta(minutes=1)),
     Periodic("stk-janitor", "wavu.mpesa.tasks.stk_janitor", every=timedelta(seconds=30)),
     Periodic("prune-job-records", "wavu.core.tasks.prune_job_records_job", at=time(3, 30)),
+]
+
+# Drains: stored inbound work that every `wavu worker` processes continuously, in batches, as soon as
+# it arrives (`wavu.core.tasks.Drainer`): a dotted path to a function that takes one batch and
+# returns how many items it took. Each must be safe to run in several workers at once.
+DRAINS: list[str] = [
+    "wavu.mpesa.services.drain_callbacks",  # M-Pesa hook requests: C2B confirmations, STK and status results
 ]

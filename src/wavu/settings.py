@@ -214,6 +214,7 @@ WAVU = {
     "HOOK_TRUSTED_PROXIES": int(os.environ.get("WAVU_HOOK_TRUSTED_PROXIES", "0")),
     "CALLBACK_STUCK_SECONDS": int(os.environ.get("WAVU_CALLBACK_STUCK_SECONDS", "60")),
     "CALLBACK_MAX_ATTEMPTS": int(os.environ.get("WAVU_CALLBACK_MAX_ATTEMPTS", "8")),
+    "HOOK_CHANNEL_CACHE_SECONDS": int(os.environ.get("WAVU_HOOK_CHANNEL_CACHE_SECONDS", "5")),
     # Subscriptions billed per transaction in a billing run.
     "BILLING_BATCH_SIZE": int(os.environ.get("WAVU_BILLING_BATCH_SIZE", "500")),
     # Background work: how long finished job records are kept (days), and after how many seconds

@@ -9,6 +9,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
+from wavu.catalog.models import Plan
 from wavu.subscriptions.models import Status as SubscriptionStatus
 from wavu.subscriptions.models import Subscription, SuspensionCause
 
@@ -179,3 +180,24 @@ def overdue_suspended_services_cleared(today: dt.date) -> QuerySet[Subscription]
 def invoice_by_number(number: str) -> Invoice | None:
     """The issued invoice with this printed number (e.g. INV-000123), with its customer; or None."""
     return Invoice.objects.filter(number=number).select_related("customer").first()
+
+
+def customers_with_payment_followup(customer_ids) -> set[int]:
+    """Of `customer_ids`, those for whom money coming in may change a service (what the after-payment
+    job does): a service suspended for overdue debt (reconnection), or a prepaid/hotspot service that
+    is expired or active with auto-renew (extension from credit). Others need no job. One query."""
+    return set(
+        Subscription.objects.filter(customer_id__in=list(customer_ids))
+        .filter(
+            Q(status=SubscriptionStatus.SUSPENDED, suspension_cause=SuspensionCause.OVERDUE)
+            | Q(plan__kind__in=(Plan.Kind.PREPAID, Plan.Kind.HOTSPOT), status=SubscriptionStatus.EXPIRED)
+            | Q(
+                plan__kind__in=(Plan.Kind.PREPAID, Plan.Kind.HOTSPOT),
+                status=SubscriptionStatus.ACTIVE,
+                auto_renew=True,
+                current_period_end__isnull=False,
+            )
+        )
+        .values_list("customer_id", flat=True)
+        .distinct()
+    )

@@ -751,6 +751,23 @@ def void_invoice(invoice: Invoice, reason: str) -> CreditNote:
 # --- settlement -------------------------------------------------------------------------------
 
 
+def settled_status(invoice: Invoice, paid: Decimal, credited: Decimal) -> str:
+    """The status an issued invoice takes with these settlement columns (rules in `settle`); raises
+    DomainError when the move is not one of `Invoice.TRANSITIONS`. Pure: used by `settle` and by the
+    set-based payment writer (`payments.bulk`)."""
+    if credited == invoice.total and invoice.total > 0:
+        status = Invoice.Status.VOID
+    elif paid + credited == invoice.total:
+        status = Invoice.Status.PAID
+    elif paid + credited > 0:
+        status = Invoice.Status.PARTIALLY_PAID
+    else:
+        status = Invoice.Status.ISSUED
+    if status != invoice.status and status not in Invoice.TRANSITIONS[invoice.status]:  # pragma: no cover
+        raise DomainError(f"invoice {invoice}: {invoice.status} → {status} is not allowed", code="invalid_transition")
+    return status
+
+
 def settle(invoice: Invoice, *, paid_delta: Decimal = Decimal(0), credited_delta: Decimal = Decimal(0)) -> Invoice:
     """Move an issued invoice's settlement columns and derive its status from them.
 
@@ -769,16 +786,7 @@ def settle(invoice: Invoice, *, paid_delta: Decimal = Decimal(0), credited_delta
             f"invoice {invoice}: paid {paid} + credited {credited} would not fit its total {invoice.total}",
             code="settlement_out_of_range",
         )
-    if credited == invoice.total and invoice.total > 0:
-        status = Invoice.Status.VOID
-    elif paid + credited == invoice.total:
-        status = Invoice.Status.PAID
-    elif paid + credited > 0:
-        status = Invoice.Status.PARTIALLY_PAID
-    else:
-        status = Invoice.Status.ISSUED
-    if status != invoice.status and status not in Invoice.TRANSITIONS[invoice.status]:  # pragma: no cover
-        raise DomainError(f"invoice {invoice}: {invoice.status} → {status} is not allowed", code="invalid_transition")
+    status = settled_status(invoice, paid, credited)
     Invoice.objects.filter(pk=invoice.pk).update(amount_paid=paid, amount_credited=credited, status=status)
     invoice.amount_paid, invoice.amount_credited, invoice.status = paid, credited, status
     return invoice

@@ -120,6 +120,7 @@ def _chunks(rows: list, max_params: int, width: int):
 
 
 _PASS_THROUGH = (int, str, bool)
+_UNNEST_FROM = 8  # PostgreSQL: fewer rows go as VALUES (adapting arrays costs more than it saves)
 
 
 def _preparer(field, connection):
@@ -136,6 +137,8 @@ def _preparer(field, connection):
         except KeyError:
             cache[value] = result = prep(value, connection)
             return result
+        except TypeError:  # unhashable (JSON): prepared every time
+            return prep(value, connection)
 
     return prepare
 
@@ -164,7 +167,7 @@ def insert_rows(model, fields: list[str], rows: list[tuple], *, returning: bool 
     table = connection.ops.quote_name(opts.db_table)
     pk_column = connection.ops.quote_name(opts.pk.column)
     placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql" and len(rows) > _UNNEST_FROM:
         return _insert_unnest(connection, opts, model_fields, rows, returning)
     ids: list[int] = []
     with connection.cursor() as cursor:
@@ -179,6 +182,45 @@ def insert_rows(model, fields: list[str], rows: list[tuple], *, returning: bool 
     return ids
 
 
+def insert_new_rows(model, fields: list[str], rows: list[tuple], *, key: list[str], using: str = "default") -> dict:
+    """Like `insert_rows`, but a row that a unique constraint refuses is skipped rather than failing
+    the transaction (ON CONFLICT DO NOTHING). Returns {values of `key` fields: new pk} for the rows
+    that were inserted; a row missing from the answer was already there, or was inserted meanwhile by
+    a transaction that committed first (PostgreSQL waits for it, then skips the row)."""
+    if not rows:
+        return {}
+    from django.db import connections
+
+    connection = connections[using]
+    opts = model._meta
+    model_fields = [opts.get_field(name) for name in fields]
+    key_columns = ", ".join(connection.ops.quote_name(opts.get_field(name).column) for name in key)
+    table = connection.ops.quote_name(opts.db_table)
+    returning = f"RETURNING {connection.ops.quote_name(opts.pk.column)}, {key_columns}"
+    found: dict = {}
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            casts = ", ".join(f"%s::{t}" for t in _array_types(connection, model_fields))
+            sql = (
+                f"INSERT INTO {table} ({', '.join(_columns(connection, model_fields))}) SELECT * FROM unnest({casts}) "
+                f"ON CONFLICT DO NOTHING {returning}"
+            )
+            cursor.execute(sql, _unnest_arrays(connection, model_fields, rows))
+            found.update({tuple(row[1:]): row[0] for row in cursor.fetchall()})
+            return found
+        prepare = [_preparer(f, connection) for f in model_fields]
+        placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        for chunk in _chunks(rows, 999, len(fields)):
+            params = [prep(value) for row in chunk for prep, value in zip(prepare, row, strict=True)]
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(_columns(connection, model_fields))}) "
+                f"VALUES {', '.join([placeholder] * len(chunk))} ON CONFLICT DO NOTHING {returning}",
+                params,
+            )
+            found.update({tuple(row[1:]): row[0] for row in cursor.fetchall()})
+    return found
+
+
 def _array_types(connection, model_fields) -> list[str]:
     return [f"{f.rel_db_type(connection) if f.is_relation else f.db_type(connection)}[]" for f in model_fields]
 
@@ -187,10 +229,21 @@ def _columns(connection, model_fields) -> list[str]:
     return [connection.ops.quote_name(f.column) for f in model_fields]
 
 
+def _unnest_arrays(connection, model_fields, rows) -> list[list]:
+    """One list per column for PostgreSQL's unnest(); JSON values are adapted as the ORM would
+    (psycopg adapts the other types itself)."""
+    arrays = [list(column) for column in zip(*rows, strict=True)]
+    for i, field in enumerate(model_fields):
+        if field.get_internal_type() == "JSONField":
+            prepare = _preparer(field, connection)
+            arrays[i] = [prepare(value) for value in arrays[i]]
+    return arrays
+
+
 def _insert_unnest(connection, opts, model_fields, rows, returning: bool) -> list[int]:
     """PostgreSQL: one INSERT … SELECT FROM unnest(one array per column): a short statement whatever
     the number of rows (psycopg parses a long VALUES list slowly). Rows come back in order."""
-    arrays = [list(column) for column in zip(*rows, strict=True)]
+    arrays = _unnest_arrays(connection, model_fields, rows)
     casts = ", ".join(f"%s::{t}" for t in _array_types(connection, model_fields))
     table = connection.ops.quote_name(opts.db_table)
     sql = f"INSERT INTO {table} ({', '.join(_columns(connection, model_fields))}) SELECT * FROM unnest({casts})"

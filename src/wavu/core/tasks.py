@@ -33,6 +33,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -266,6 +267,68 @@ class WavuWorker(Worker):
     @property
     def tasks_run(self) -> int:
         return self._run_tasks
+
+
+# --- drains: inbound work that request handlers stored, processed in batches by the workers ------------
+
+
+def drains() -> list[Callable[[], int]]:
+    """The drain functions listed in `wavu.schedule.DRAINS`: each processes a batch of stored work
+    (e.g. M-Pesa callbacks) and returns how many items it took (0: nothing waiting)."""
+    from wavu.schedule import DRAINS
+
+    return [import_string(path) for path in DRAINS]
+
+
+def run_drain(drain: Callable[[], int]) -> int:
+    """One round of one drain, acting as `job:<function name>` (e.g. job:drain-callbacks)."""
+    with audit.acting_as(f"job:{drain.__name__.replace('_', '-')}"):
+        return drain()
+
+
+def drain_once() -> int:
+    """Run every drain until none has anything waiting; returns how many items were taken."""
+    total = 0
+    for drain in drains():
+        while taken := run_drain(drain):
+            total += taken
+    return total
+
+
+class Drainer(threading.Thread):
+    """The worker's third thread: runs the drains in a loop, sleeping `interval` seconds whenever none
+    had work. Stored work is therefore processed within about `interval` of its arrival, in batches
+    as large as what arrived meanwhile, without one job record per item. Own database connection;
+    errors are logged and the next round tries again (what failed stays stored)."""
+
+    def __init__(self, worker_id: str, *, interval: float = 0.2):
+        super().__init__(name=f"drainer-{worker_id}", daemon=True)
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        from django.db import close_old_connections, connections
+
+        functions = drains()
+        try:
+            while not self.stopped.is_set():
+                close_old_connections()
+                taken = 0
+                for drain in functions:
+                    try:
+                        taken += run_drain(drain)
+                    except Exception:
+                        logger.exception("drain %s failed; trying again in a moment", drain.__name__)
+                        self.stopped.wait(max(self.interval, 1.0))
+                if not taken:
+                    self.stopped.wait(self.interval)
+        finally:
+            connections.close_all()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stopped.set()
+        if self.is_alive():
+            self.join(timeout)
 
 
 def beat(worker_id: str, *, queues: str = "*", runs_scheduler: bool = True, now: dt.datetime | None = None) -> None:

@@ -54,7 +54,8 @@ def install_chart_of_accounts() -> None:
     )
 
 
-def _account_ids(codes: set[str]) -> dict[str, int]:
+def account_ids(codes: set[str]) -> dict[str, int]:
+    """{account code: id} for `codes` (the chart is installed when accounts are missing)."""
     ids = dict(Account.objects.filter(code__in=codes).values_list("code", "id"))
     if len(ids) < len(codes):
         install_chart_of_accounts()
@@ -82,7 +83,7 @@ def post_entry(
     if total != 0:
         raise UnbalancedEntry(f"journal entry does not balance: postings sum to {total}")
     with transaction.atomic():
-        ids = _account_ids({ln.account for ln in lines})
+        ids = account_ids({ln.account for ln in lines})
         entry = JournalEntry.objects.create(
             kind=kind,
             posted_at=clock.now(),
@@ -115,4 +116,4 @@ def reverse_entry(entry: JournalEntry, *, source, memo: str) -> JournalEntry:
     )
 
 
-__all__ = ["accounts", "post_entry", "reverse_entry", "debit", "credit", "Line", "UnbalancedEntry"]
+__all__ = ["accounts", "account_ids", "post_entry", "reverse_entry", "debit", "credit", "Line", "UnbalancedEntry"]

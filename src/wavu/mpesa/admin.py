@@ -1,22 +1,31 @@
 """Admin for M-Pesa: payment channels (saved through `mpesa.channels`), access tokens and the inbound
-callback store and STK push requests (all read-only).
+callback store and STK push requests (all read-only), and refund requests (reversals and B2C refunds).
 
 A channel's secrets are write-only password inputs: the form never renders a stored value; leaving one
 empty keeps it, ticking "clear" removes it. The callback URLs to register with Daraja are shown
 read-only; actions register the C2B URLs with Daraja and rotate the hook token. Access tokens show when
 they expire, never the token. Stored callbacks are evidence: nothing is added, changed or deleted here.
+
+Refund requests are read-only once made. "Add" asks for one (a reversal of a payment, or a B2C refund of
+a customer's credit, with a reason) through `mpesa.refunds`, which calls Daraja: that page is saved
+without the admin's surrounding transaction, so the request row is committed before Daraja is called.
+Actions resolve timed-out requests as completed or failed after staff checked the M-Pesa portal.
 """
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from wavu.core import audit
 from wavu.core.admin import ReadOnlyAdmin
+from wavu.core.errors import DomainError
 
-from . import channels, daraja
-from .models import AccessToken, InboundCallback, PaymentChannel, StkRequest
+from . import channels, daraja, reconciliation, refunds
+from .models import AccessToken, InboundCallback, PaymentChannel, RefundRequest, StkRequest
 
 _PLAIN_FIELDS = tuple(f for f in channels.CHANNEL_FIELDS if f not in channels.SECRET_FIELDS)
 
@@ -186,10 +195,32 @@ class AccessTokenAdmin(ReadOnlyAdmin):
     readonly_fields = fields
 
 
+class StatusQueryFilter(admin.SimpleListFilter):
+    """Transaction Status: the queries that timed out and nobody has answered since (ask them again,
+    `wavu mpesa-import-statement … --query RECEIPT`), and results not processed yet (the retry job
+    takes them; after CALLBACK_MAX_ATTEMPTS failures they wait here for a person)."""
+
+    title = "Transaction Status"
+    parameter_name = "status_query"
+
+    def lookups(self, request, model_admin):
+        return (("ask_again", "timed out: ask again"), ("unprocessed", "results not processed yet"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "ask_again":
+            return queryset.filter(pk__in=[query.callback_id for query in reconciliation.timed_out_status_queries()])
+        if self.value() == "unprocessed":
+            return queryset.filter(
+                kind=InboundCallback.Kind.STATUS_RESULT,
+                status__in=(InboundCallback.Status.RECEIVED, InboundCallback.Status.FAILED),
+            )
+        return queryset
+
+
 @admin.register(InboundCallback)
 class InboundCallbackAdmin(ReadOnlyAdmin):
     list_display = ("received_at", "kind", "status", "channel", "reference", "source_ip", "source_allowed", "attempts")
-    list_filter = ("kind", "status", "channel", "source_allowed")
+    list_filter = ("kind", "status", "channel", "source_allowed", StatusQueryFilter)
     search_fields = ("reference", "outcome", "last_error")
     date_hierarchy = "received_at"
     fields = (
@@ -251,3 +282,196 @@ class StkRequestAdmin(ReadOnlyAdmin):
         "checks",
     )
     readonly_fields = fields
+
+
+class RefundRequestForm(forms.ModelForm):
+    """Ask for a reversal (kind + payment) or a B2C refund (kind + customer, amount, phone); the checks
+    are `refunds.prepare_*` (nothing is written by clean())."""
+
+    amount = forms.CharField(required=False, help_text="B2C: whole shillings; empty = all the credit, rounded down")
+    phone = forms.CharField(required=False, help_text="B2C: empty = the customer's phone")
+
+    class Meta:
+        model = RefundRequest
+        fields = ("kind", "payment", "customer", "channel", "reason")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "channel" in self.fields:  # the add form; a saved request is shown read-only
+            self.fields["channel"].required = False
+            self.fields["channel"].help_text = "empty: the payment's paybill/till (reversal) or the first B2C channel"
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            if data["kind"] == RefundRequest.Kind.REVERSAL:
+                if not data.get("payment"):
+                    raise ValidationError({"payment": ["Choose the M-Pesa payment to reverse."]})
+                refunds.prepare_reversal(data["payment"], reason=data.get("reason"), channel=data.get("channel"))
+            else:
+                if not data.get("customer"):
+                    raise ValidationError({"customer": ["Choose the customer whose credit to refund."]})
+                refunds.prepare_b2c_refund(
+                    data["customer"],
+                    reason=data.get("reason"),
+                    amount=data.get("amount") or None,
+                    phone=data.get("phone") or None,
+                    channel=data.get("channel"),
+                )
+        except ValidationError as exc:
+            for name, errors in exc.message_dict.items():
+                self.add_error(name if name in self.fields else None, errors)
+        except DomainError as exc:
+            self.add_error(None, exc.message)
+        return data
+
+    def _post_clean(self):
+        # The row is written by the service, not from the form.
+        pass
+
+
+class ResolveForm(forms.Form):
+    reason = forms.CharField(max_length=300, widget=forms.TextInput(attrs={"size": 80}))
+    receipt = forms.CharField(max_length=20, required=False, help_text="the receipt the M-Pesa portal shows, if any")
+
+
+@admin.register(RefundRequest)
+class RefundRequestAdmin(admin.ModelAdmin):
+    """Reversals and B2C refunds: read-only with their outcome; "add" asks M-Pesa (see the module doc)."""
+
+    form = RefundRequestForm
+    list_display = ("created_at", "kind", "customer", "payment", "amount", "phone", "status", "result_code", "receipt")
+    list_filter = ("kind", "status", "channel", "settled_by")
+    search_fields = (
+        "original_receipt",
+        "receipt",
+        "conversation_id",
+        "originator_conversation_id",
+        "customer__account_number",
+        "payment__reference",
+    )
+    date_hierarchy = "created_at"
+    raw_id_fields = ("payment", "customer")
+    actions = ("resolve_completed", "resolve_failed")
+    shown = (
+        "created_at",
+        "kind",
+        "status",
+        "outcome",
+        "channel",
+        "payment",
+        "customer",
+        "amount",
+        "phone",
+        "original_receipt",
+        "reason",
+        "requested_by",
+        "originator_conversation_id",
+        "conversation_id",
+        "result_code",
+        "result_desc",
+        "receipt",
+        "refunds_display",
+        "result_parameters",
+        "settled_at",
+        "settled_by",
+    )
+
+    def get_fields(self, request, obj=None):
+        return self.shown if obj else ("kind", "payment", "customer", "amount", "phone", "channel", "reason")
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.shown if obj else ()
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="refunds (credit taken)")
+    def refunds_display(self, obj):
+        return ", ".join(f"{r.reference} {r.amount}" for r in obj.refunds.order_by("pk")) or "-"
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if object_id is None and request.method == "POST":
+            # No surrounding transaction: the service commits the request before it calls Daraja.
+            return self._changeform_view(request, object_id, form_url, extra_context)
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        with audit.acting_as(user=request.user, source_ip=request.META.get("REMOTE_ADDR")):
+            try:
+                if data["kind"] == RefundRequest.Kind.REVERSAL:
+                    saved = refunds.request_reversal(
+                        data["payment"], reason=data["reason"], channel=data.get("channel")
+                    )
+                else:
+                    saved = refunds.request_b2c_refund(
+                        data["customer"],
+                        reason=data["reason"],
+                        amount=data.get("amount") or None,
+                        phone=data.get("phone") or None,
+                        channel=data.get("channel"),
+                    )
+            except (DomainError, ValidationError) as exc:  # changed since the form was checked
+                self.message_user(request, f"Not requested: {_message(exc)}", level=messages.ERROR)
+                return
+        for field in RefundRequest._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(saved, field.attname))
+        obj._state.adding = False
+        level = messages.ERROR if saved.status == RefundRequest.Status.FAILED else messages.INFO
+        self.message_user(request, f"Refund request {saved.pk}: {saved.status}. {saved.outcome}", level=level)
+
+    def save_related(self, request, form, formsets, change):
+        pass
+
+    def log_addition(self, request, obj, message):
+        if obj.pk is not None:
+            super().log_addition(request, obj, message)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if obj.pk is None:  # refused at save time; the message says why
+            return HttpResponseRedirect(reverse("admin:mpesa_refundrequest_changelist"))
+        return super().response_add(request, obj, post_url_continue)
+
+    def _resolve(self, request, queryset, outcome: str, action: str):
+        if "apply" in request.POST:
+            form = ResolveForm(request.POST)
+            if form.is_valid():
+                for item in queryset.order_by("pk"):
+                    try:
+                        with audit.acting_as(user=request.user, source_ip=request.META.get("REMOTE_ADDR")):
+                            refunds.resolve_request(item, outcome=outcome, **form.cleaned_data)
+                    except (DomainError, ValidationError) as exc:
+                        self.message_user(request, f"Request {item.pk}: {_message(exc)}", level=messages.ERROR)
+                    else:
+                        self.message_user(request, f"Request {item.pk}: {outcome}. {item.outcome}")
+                return None
+        else:
+            form = ResolveForm()
+        return TemplateResponse(
+            request,
+            "admin/mpesa/resolve_refund_requests.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Resolve refund requests as {outcome}",
+                "outcome": outcome,
+                "items": queryset,
+                "form": form,
+                "action": action,
+                "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
+    @admin.action(description="Resolve as completed: the M-Pesa portal shows the money left (asks for a reason)")
+    def resolve_completed(self, request, queryset):
+        return self._resolve(request, queryset, RefundRequest.Status.COMPLETED, "resolve_completed")
+
+    @admin.action(description="Resolve as failed: the money did not leave (asks for a reason)")
+    def resolve_failed(self, request, queryset):
+        return self._resolve(request, queryset, RefundRequest.Status.FAILED, "resolve_failed")

@@ -12,6 +12,14 @@ new service or a renewal) or a top-up and sends it (201, status pending or unkno
 refused is 502 `stk_push_failed` naming the request; another open request for the same purpose is
 409 `stk_request_open`); GET lists (filters status, purpose, customer) and retrieves one — poll it
 until `status` is final and show `customer_message`.
+
+`refund-requests`: money sent back by M-Pesa (`mpesa.refunds`). POST creates a reversal of an M-Pesa
+payment (`kind` "reversal" + `payment`) or a B2C refund of a customer's credit to a phone (`kind`
+"b2c" + `customer`, optional `amount` and `phone`), always with a `reason` (201, status pending; a
+request Daraja refused at once is 502 `refund_request_failed` naming it; a B2C amount over the credit
+is 409 `refund_exceeds_credit`, nothing written); GET lists (filters kind, status, customer, payment)
+and retrieves; `resolve` (POST `outcome` completed/failed + `reason`) settles a request M-Pesa timed
+out, after staff checked the M-Pesa portal.
 """
 
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
@@ -23,17 +31,18 @@ from wavu.billing.models import Invoice
 from wavu.core.api import AuditedViewMixin
 from wavu.core.errors import DomainError
 from wavu.customers.models import Customer
+from wavu.payments.models import Payment
 from wavu.subscriptions.models import Subscription
 
-from . import channels, daraja, stk
-from .models import PaymentChannel, StkRequest
+from . import channels, daraja, refunds, stk
+from .models import PaymentChannel, RefundRequest, StkRequest
 
 # "kind" names other choice sets too; a pattern (not an enum) avoids a schema naming collision until
 # PaymentChannel.Kind is in SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] (then a plain ChoiceField will do).
 _KIND_SCHEMA = {
     "type": "string",
     "pattern": "^(" + "|".join(PaymentChannel.Kind.values) + ")$",
-    "description": "paybill, or till (buy goods)",
+    "description": "paybill, till (buy goods), or b2c (bulk disbursement: refunds to phones)",
 }
 
 
@@ -299,6 +308,149 @@ class StkRequestViewSet(
         return Response(StkRequestSerializer(created).data, status=status.HTTP_201_CREATED)
 
 
+def _pattern_field(choices, description: str):
+    """A choice field documented as a string pattern: "kind" and "status" name other choice sets too,
+    and a second enum under the same field name would collide in the schema."""
+
+    @extend_schema_field(
+        {"type": "string", "pattern": "^(" + "|".join(choices.values) + ")$", "description": description}
+    )
+    class PatternChoiceField(serializers.ChoiceField):
+        def __init__(self, **kwargs):
+            super().__init__(choices=choices.choices, **kwargs)
+
+    return PatternChoiceField
+
+
+RefundKindField = _pattern_field(
+    RefundRequest.Kind, "reversal (a payment back to its payer) or b2c (credit to a phone)"
+)
+RefundStatusField = _pattern_field(RefundRequest.Status, "pending, completed, failed or timed_out")
+
+
+class MpesaRefundRequestSerializer(serializers.ModelSerializer):
+    kind = RefundKindField(read_only=True)
+    status = RefundStatusField(read_only=True)
+
+    class Meta:
+        model = RefundRequest
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "channel",
+            "payment",
+            "customer",
+            "amount",
+            "phone",
+            "original_receipt",
+            "reason",
+            "originator_conversation_id",
+            "conversation_id",
+            "result_code",
+            "result_desc",
+            "outcome",
+            "receipt",
+            "refunds",
+            "requested_by",
+            "created_at",
+            "settled_at",
+            "settled_by",
+        ]
+        read_only_fields = fields
+
+
+class MpesaRefundRequestCreateSerializer(serializers.Serializer):
+    """Shapes only; the rules (credit, whole shillings, one reversal per payment) are `refunds`'."""
+
+    kind = RefundKindField()
+    reason = serializers.CharField(max_length=300, help_text="why the money goes back (kept on the request)")
+    payment = serializers.PrimaryKeyRelatedField(
+        queryset=Payment.objects.all(), required=False, help_text="reversal: the M-Pesa payment to send back"
+    )
+    customer = serializers.PrimaryKeyRelatedField(
+        queryset=Customer.objects.all(), required=False, help_text="b2c: whose credit to refund"
+    )
+    amount = serializers.CharField(
+        max_length=20, required=False, help_text="b2c: whole shillings; default: all the credit, rounded down"
+    )
+    phone = serializers.CharField(max_length=20, required=False, help_text="b2c: default the customer's phone")
+    channel = serializers.PrimaryKeyRelatedField(queryset=PaymentChannel.objects.all(), required=False)
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({f: ["This field cannot be set."] for f in unknown})
+        return super().to_internal_value(data)
+
+    def validate(self, attrs):
+        if attrs["kind"] == RefundRequest.Kind.REVERSAL:
+            if "payment" not in attrs:
+                raise serializers.ValidationError({"payment": ["Name the M-Pesa payment to reverse."]})
+            extra = sorted({"customer", "amount", "phone"} & set(attrs))
+            if extra:
+                raise serializers.ValidationError(
+                    {f: ["A reversal sends the whole payment back to its payer."] for f in extra}
+                )
+        else:
+            if "customer" not in attrs:
+                raise serializers.ValidationError({"customer": ["Name the customer whose credit to refund."]})
+            if "payment" in attrs:
+                raise serializers.ValidationError({"payment": ["A B2C refund pays out credit, not one payment."]})
+        return attrs
+
+
+class MpesaRefundResolveSerializer(serializers.Serializer):
+    outcome = serializers.ChoiceField(
+        choices=[("completed", "completed"), ("failed", "failed")],
+        help_text="what the M-Pesa portal shows: completed (the money left) or failed",
+    )
+    reason = serializers.CharField(max_length=300)
+    receipt = serializers.CharField(max_length=20, required=False, allow_blank=True)
+
+
+class RefundRequestFailed(DomainError):
+    code = "refund_request_failed"
+    status = 502
+
+
+class MpesaRefundRequestViewSet(
+    AuditedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Reversals of M-Pesa payments and B2C refunds of credit: create (sends it), poll, resolve a timeout."""
+
+    queryset = RefundRequest.objects.all()
+    serializer_class = MpesaRefundRequestSerializer
+    filterset_fields = ["kind", "status", "customer", "payment"]
+    ordering_fields = ["created_at", "id"]
+    ordering = ["-created_at", "-id"]
+
+    @extend_schema(request=MpesaRefundRequestCreateSerializer, responses={201: MpesaRefundRequestSerializer})
+    def create(self, request, *args, **kwargs):
+        form = MpesaRefundRequestCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = dict(form.validated_data)
+        kind, reason, channel = data.pop("kind"), data.pop("reason"), data.pop("channel", None)
+        if kind == RefundRequest.Kind.REVERSAL:
+            created = refunds.request_reversal(data["payment"], reason=reason, channel=channel)
+        else:
+            created = refunds.request_b2c_refund(data.pop("customer"), reason=reason, channel=channel, **data)
+        if created.status == RefundRequest.Status.FAILED:
+            raise RefundRequestFailed(created.outcome, fields={"request": [str(created.pk)]})
+        return Response(MpesaRefundRequestSerializer(created).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=MpesaRefundResolveSerializer, responses={200: MpesaRefundRequestSerializer})
+    @action(detail=True, methods=["post"])
+    def resolve(self, request, pk=None):
+        """Settle a pending or timed-out request after checking the M-Pesa portal (audited with the reason)."""
+        form = MpesaRefundResolveSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        resolved = refunds.resolve_request(self.get_object(), **form.validated_data)
+        return Response(MpesaRefundRequestSerializer(resolved).data)
+
+
 def register(router):
     router.register("payment-channels", PaymentChannelViewSet, basename="payment-channel")
     router.register("payment-requests", StkRequestViewSet, basename="payment-request")
+    router.register("refund-requests", MpesaRefundRequestViewSet, basename="refund-request")

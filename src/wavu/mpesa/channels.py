@@ -2,8 +2,10 @@
 registration with Daraja, and the hook token.
 
 Rules (checked by `clean_channel_data`, enforced on create and update; a refusal writes nothing):
-- `kind` paybill or till; `shortcode` 5–7 digits (the paybill number, or the till's store number,
-  Daraja's BusinessShortCode), unique; a till needs its `till_number` (5–8 digits), a paybill has none.
+- `kind` paybill, till or b2c; `shortcode` 5–7 digits (the paybill number, the till's store number —
+  Daraja's BusinessShortCode — or the B2C (bulk disbursement) shortcode), unique; a till needs its
+  `till_number` (5–8 digits), a paybill and a B2C channel have none. A B2C channel only pays out
+  (refunds, `wavu.mpesa.refunds`): it has no passkey and registers no C2B URLs.
 - `environment` sandbox / production / simulator; `base_url` empty (the environment's address) or an
   absolute http(s) URL; production URLs must be https.
 - Secrets (`consumer_key`, `consumer_secret`, `passkey`, `security_credential`) are optional and
@@ -233,6 +235,21 @@ def clean_channel_data(data: dict, *, instance: PaymentChannel | None = None) ->
             errors.add("till_number", "A till (buy goods) channel needs the till number customers pay.", "required")
         if get("kind") == PaymentChannel.Kind.PAYBILL and get("till_number"):
             errors.add("till_number", "A paybill has no till number; leave it empty.", "not_allowed")
+        if get("kind") == PaymentChannel.Kind.B2C and get("till_number"):
+            errors.add("till_number", "A B2C channel has no till number; leave it empty.", "not_allowed")
+    if (
+        not errors.keys() & {"kind", "validation"}
+        and get("kind") == PaymentChannel.Kind.TILL
+        and get("validation") == PaymentChannel.Validation.REJECT_UNKNOWN
+    ):
+        errors.add(
+            "validation",
+            "Buy Goods payments carry no account number: a till that rejects unknown accounts would refuse every "
+            "payment. Accept them (unmatched payments wait in suspense for staff).",
+            "not_allowed",
+        )
+    if not errors.keys() & {"kind", "passkey"} and get("kind") == PaymentChannel.Kind.B2C and get("passkey"):
+        errors.add("passkey", "A B2C channel only pays out: it has no STK passkey; leave it empty.", "not_allowed")
     if not errors.keys() & {"environment", "base_url"}:
         base_url = get("base_url") or ""
         if get("environment") == PaymentChannel.Environment.PRODUCTION and base_url.startswith("http://"):
@@ -361,6 +378,10 @@ def register_c2b_urls(
     and message — is audited (verb `register_c2b_urls`, URLs with the token redacted), then a failure is
     re-raised (`daraja.DarajaError` subclasses). Safe to repeat (Daraja's registration is idempotent).
     """
+    if channel.kind == PaymentChannel.Kind.B2C:
+        raise ValidationError(
+            {"kind": [ValidationError("A B2C channel receives no C2B payments: nothing to register.", code="b2c")]}
+        )
     urls = checked_callback_urls(channel)
     if response_type not in daraja.RESPONSE_TYPES:
         raise ValidationError({"response_type": ['response_type is "Completed" or "Cancelled".']})

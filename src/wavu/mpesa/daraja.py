@@ -1,7 +1,7 @@
 """The Daraja client: one paybill or till channel talking to Safaricom's Daraja API (or the local simulator).
 
 `DarajaClient(channel)` speaks the documented endpoints (shared/reference/mpesa-daraja.md) over httpx:
-OAuth, STK push, STK push query, C2B register URL, Transaction Status and Reversal.
+OAuth, STK push, STK push query, C2B register URL, Transaction Status, Reversal and B2C.
 
 Guarantees:
 - **One access token per channel, shared by every process.** The token lives in the channel's
@@ -12,7 +12,7 @@ Guarantees:
   No database transaction is ever held open during an HTTP call.
 - **Timeouts on every call.** Idempotent calls (token, STK query, C2B register, Transaction Status)
   are retried with exponential backoff on 429, 5xx, timeouts and connection errors.
-- **STK push and Reversal are never retried blindly**: they are sent once. When it is unknown whether
+- **STK push, Reversal and B2C are never retried blindly**: they are sent once. When it is unknown whether
   Daraja received an STK push (a timeout, a dropped connection, a 5xx without a definitive error) the
   client raises `StkPushOutcomeUnknown`; the caller must then *query* the request, never push again.
   Connection failures before anything was sent raise `DarajaUnavailable` (safe to try again later).
@@ -63,6 +63,9 @@ STK_QUERY_PATH = "/mpesa/stkpushquery/v1/query"
 C2B_REGISTER_PATH = "/mpesa/c2b/v2/registerurl"
 TRANSACTION_STATUS_PATH = "/mpesa/transactionstatus/v1/query"
 REVERSAL_PATH = "/mpesa/reversal/v1/request"
+B2C_PATH = "/mpesa/b2c/v3/paymentrequest"
+B2C_COMMANDS = ("BusinessPayment", "SalaryPayment", "PromotionPayment")
+REMARKS_MAX = 100
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
 REFRESH_MARGIN = dt.timedelta(seconds=60)  # refresh this long before the token expires
@@ -736,6 +739,74 @@ class DarajaClient:
             "Occasion": (occasion or "")[:100],
         }
         return self._accepted(self._call(REVERSAL_PATH, payload, idempotent=False), "Reversal")
+
+    def b2c_payment(
+        self,
+        phone: str,
+        amount,
+        result_url: str,
+        timeout_url: str,
+        *,
+        originator_conversation_id: str,
+        command_id: str = "BusinessPayment",
+        remarks: str = "Refund",
+        occasion: str = "",
+    ) -> AcceptedResult:
+        """Pay `amount` (whole shillings) from this B2C channel to `phone` (Daraja B2C v3). Sent ONCE.
+
+        `originator_conversation_id` is ours (unique per payment): the result names it, so a payment whose
+        answer was lost (OutcomeUnknown) is still settled by its result; never send it again. The body
+        uses Daraja's spelling `Occassion`. PartyA is the channel's (B2C) shortcode, PartyB the phone
+        (2547…/2541…). Remarks and Occassion: at most 100 characters of [A-Za-z0-9 -]. Raises
+        ValidationError (nothing sent), ChannelNotConfigured (not a B2C channel, or no initiator or
+        credential), DarajaBadRequest, DarajaRateLimited, DarajaUnavailable (nothing sent),
+        OutcomeUnknown, DarajaError.
+        """
+        if self.channel.kind != PaymentChannel.Kind.B2C:
+            raise ChannelNotConfigured(f"Channel {self.channel.shortcode} is not a B2C channel; it cannot pay out.")
+        errors: dict[str, list[str]] = {}
+        values = {}
+        checks = {
+            "phone": lambda: normalize_msisdn(phone),
+            "amount": lambda: whole_shillings(amount),
+            "remarks": lambda: check_safe_text("remarks", remarks, REMARKS_MAX),
+            "occasion": lambda: check_safe_text("occasion", occasion, REMARKS_MAX) if occasion else "",
+            "result_url": lambda: _check_url("result_url", result_url),
+            "timeout_url": lambda: _check_url("timeout_url", timeout_url),
+        }
+        for name, check in checks.items():
+            try:
+                values[name] = check()
+            except ValidationError as exc:
+                errors[name] = exc.message_dict.get(name, exc.messages) if hasattr(exc, "error_dict") else exc.messages
+        if command_id not in B2C_COMMANDS:
+            errors["command_id"] = [f"CommandID is one of {', '.join(B2C_COMMANDS)}."]
+        if not originator_conversation_id or len(originator_conversation_id) > 64:
+            errors["originator_conversation_id"] = ["Give a unique OriginatorConversationID (at most 64 characters)."]
+        if errors:
+            raise ValidationError(errors)
+        initiator = self._initiator()
+        payload = {
+            "OriginatorConversationID": originator_conversation_id,
+            "InitiatorName": initiator["Initiator"],
+            "SecurityCredential": initiator["SecurityCredential"],
+            "CommandID": command_id,
+            "Amount": str(values["amount"]),
+            "PartyA": self.channel.shortcode,
+            "PartyB": values["phone"],
+            "Remarks": values["remarks"],
+            "QueueTimeOutURL": values["timeout_url"],
+            "ResultURL": values["result_url"],
+            "Occassion": values["occasion"],
+        }
+        log.info(
+            "daraja b2c: channel %s, %s KES %s, %s",
+            self.channel.shortcode,
+            mask_msisdn(values["phone"]),
+            values["amount"],
+            originator_conversation_id,
+        )
+        return self._accepted(self._call(B2C_PATH, payload, idempotent=False), "B2C payment")
 
     @staticmethod
     def _accepted(data: dict, what: str) -> AcceptedResult:

@@ -43,6 +43,7 @@ class PaymentChannel(models.Model):
     class Kind(models.TextChoices):
         PAYBILL = "paybill", "Paybill"
         TILL = "till", "Till (buy goods)"
+        B2C = "b2c", "B2C (bulk disbursement: refunds to phones)"
 
     class Environment(models.TextChoices):
         SANDBOX = "sandbox", "Daraja sandbox"
@@ -83,7 +84,8 @@ class PaymentChannel(models.Model):
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(kind="paybill") | ~models.Q(till_number=""), name="mpesa_till_has_till_number"
+                condition=models.Q(kind__in=["paybill", "b2c"]) | ~models.Q(till_number=""),
+                name="mpesa_till_has_till_number",
             ),
         ]
 
@@ -112,6 +114,10 @@ class InboundCallback(models.Model):
         STK_CALLBACK = "stk_callback", "STK push callback"
         STATUS_RESULT = "status_result", "Transaction status result"
         STATUS_TIMEOUT = "status_timeout", "Transaction status timeout"
+        B2C_RESULT = "b2c_result", "B2C result"
+        B2C_TIMEOUT = "b2c_timeout", "B2C timeout"
+        REVERSAL_RESULT = "reversal_result", "Reversal result"
+        REVERSAL_TIMEOUT = "reversal_timeout", "Reversal timeout"
 
     class Status(models.TextChoices):
         RECEIVED = "received", "Received, not processed yet"
@@ -213,3 +219,75 @@ class StkRequest(models.Model):
 
     def __str__(self):
         return f"STK {self.get_purpose_display().lower()} {self.amount} KES ({self.status})"
+
+
+class RefundRequest(models.Model):
+    """Money Wavu asked M-Pesa to send back to a customer, and how it ended (rules: `wavu.mpesa.refunds`).
+
+    Two kinds: a **reversal** of an M-Pesa payment (Daraja TransactionReversal: the payer gets that
+    payment back) and a **B2C** refund of a customer's unapplied credit to a phone (Daraja
+    BusinessPayment from a B2C channel). The row is written before Daraja is called; it is "pending"
+    until the result reaches the hook ("completed" or "failed"), or "timed_out" when Daraja's queue
+    timed out (staff check and resolve it). A B2C refund's `refunds` (payments.Refund rows) hold the
+    credit while it is pending, so it cannot be spent twice. ConversationID and
+    OriginatorConversationID are unique: a result names one request, however often it is delivered.
+    A payment has at most one reversal that is not "failed" (a unique partial index).
+    """
+
+    class Kind(models.TextChoices):
+        REVERSAL = "reversal", "Reversal of an M-Pesa payment"
+        B2C = "b2c", "B2C refund of credit to a phone"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Sent, waiting for M-Pesa's result"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed (the books are as before)"
+        TIMED_OUT = "timed_out", "Timed out at M-Pesa (staff must check)"
+
+    OPEN_STATUSES = (Status.PENDING, Status.TIMED_OUT)
+
+    channel = models.ForeignKey(PaymentChannel, on_delete=models.PROTECT, related_name="refund_requests")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    payment = models.ForeignKey(
+        "payments.Payment",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="mpesa_refund_requests",
+        help_text="reversal: the payment sent back",
+    )
+    customer = models.ForeignKey(
+        "customers.Customer", null=True, blank=True, on_delete=models.PROTECT, related_name="mpesa_refund_requests"
+    )
+    amount = models.DecimalField(max_digits=12, decimal_places=2, help_text="whole shillings")
+    phone = models.CharField(max_length=12, blank=True, help_text="B2C: the phone paid, 2547######## or 2541########")
+    original_receipt = models.CharField(max_length=20, blank=True, help_text="reversal: the receipt reversed")
+    reason = models.CharField(max_length=300)
+    originator_conversation_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    conversation_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    result_code = models.CharField(max_length=20, blank=True)
+    result_desc = models.CharField(max_length=300, blank=True)
+    outcome = models.CharField(max_length=400, blank=True, help_text="what happened and what staff should do")
+    receipt = models.CharField(max_length=20, blank=True, help_text="M-Pesa's receipt of the reversal or payout")
+    result_parameters = models.JSONField(default=dict, blank=True)
+    refunds = models.ManyToManyField("payments.Refund", blank=True, related_name="+")
+    requested_by = models.CharField(max_length=120)
+    created_at = models.DateTimeField()
+    settled_at = models.DateTimeField(null=True, blank=True)
+    settled_by = models.CharField(max_length=10, blank=True, help_text="result, timeout, daraja or staff")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["payment"],
+                condition=models.Q(kind="reversal") & ~models.Q(status="failed"),
+                name="mpesa_one_reversal_per_payment",
+            ),
+            models.CheckConstraint(condition=models.Q(amount__gt=0), name="mpesa_refund_amount_positive"),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="refund_by_status")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.amount} KES ({self.status})"

@@ -13,9 +13,13 @@ The report also lists Wavu's M-Pesa payments on the channel inside the statement
 statement does not contain (money Wavu believes it received but the portal does not show).
 
 `query_unknown_receipts(channel, receipts)` asks Daraja's Transaction Status about receipts staff
-type in; the answers arrive at the status-result hook (stored as InboundCallback rows) and
-`apply_status_result(callback_id)` turns a completed answer into a payment (to suspense: a status
-result carries no account reference).
+type in (each query audited on the channel with its ConversationID); the answers arrive at the
+status-result hook (stored as InboundCallback rows) and `apply_status_result(callback_id)` turns a
+completed answer into a payment (to suspense: a status result carries no account reference). A result
+whose processing failed or never happened is processed again by `services.retry_callbacks` (every minute).
+A query Safaricom timed out on arrives at the status-timeout hook; `timed_out_status_queries` lists the
+receipts whose query timed out and that nobody has answered since, for staff to ask again (the
+statement report and the admin show them).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import logging
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -30,16 +35,20 @@ from decimal import Decimal, InvalidOperation
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 from django.urls import reverse
 
-from wavu.core import clock
+from wavu.core import audit, clock
 from wavu.core.errors import DomainError
+from wavu.core.models import AuditEvent
 from wavu.payments.models import Method, Payment
 from wavu.payments.services import DuplicateReferenceMismatch, record_payment
 
-from . import selectors
+from . import selectors, services
 from .models import InboundCallback, PaymentChannel
 from .services import MPESA_TIME_ZONE, BadCallback, load_json_object
+
+logger = logging.getLogger("wavu.mpesa")
 
 MPESA = Method.MPESA
 FOUND_NOTE = "found by reconciliation (portal statement)"
@@ -75,6 +84,7 @@ NOT_CUSTOMER_MONEY = re.compile(r"transfer|reversal|settlement|charge|commission
 RECEIPT_RE = re.compile(r"^[A-Z0-9]{6,20}$")
 ACCOUNT_IN_DETAILS_RE = re.compile(r"\bAcc(?:ount)?\.?(?:\s*No\.?)?\s*[:\-]?\s*(\S+)\s*$", re.I)
 MAX_STATEMENT_BYTES = 20 * 1024 * 1024
+STATUS_QUERY_VERB = "transaction_status_query"  # audit verb of a Transaction Status query Daraja accepted
 
 
 class StatementFormatError(DomainError):
@@ -297,6 +307,7 @@ class ReconciliationReport:
     skipped: list[ReportItem] = field(default_factory=list)
     errors: list[RowProblem] = field(default_factory=list)
     missing_from_statement: list[ReportItem] = field(default_factory=list)
+    status_timeouts: list[TimedOutQuery] = field(default_factory=list)
 
     @property
     def newly_recorded(self) -> int:
@@ -327,6 +338,7 @@ class ReconciliationReport:
             f"  skipped               {len(self.skipped):>6}   (withdrawals, not completed, not customer payments)",
             f"  bad rows              {len(self.errors):>6}",
             f"  in Wavu, not in the statement {len(self.missing_from_statement):>4}   (check these)",
+            f"  status queries timed out {len(self.status_timeouts):>9}   (ask again with --query RECEIPT)",
         ]
         sections = (
             (
@@ -344,6 +356,11 @@ class ReconciliationReport:
         if self.errors:
             out.append("Bad rows (not imported):")
             out.extend(f"  line {e.line:<5} {e.receipt or '-':<12} {e.message}" for e in self.errors)
+        if self.status_timeouts:
+            out.append("Transaction Status queries that timed out, unanswered since (ask again):")
+            for query in self.status_timeouts:
+                at = clock.local(query.timed_out_at)
+                out.append(f"  {query.receipt or '?':<12} timed out {at:%Y-%m-%d %H:%M}  {query.detail}".rstrip())
         return out
 
 
@@ -383,6 +400,7 @@ def import_statement(channel: PaymentChannel, data: bytes | str, *, dry_run: boo
         )
     }
     seen: dict[str, StatementRow] = {}
+    via_stk: set[int] = set()  # payments STK pushes recorded under their CheckoutRequestID
     for row in parsed.rows:
         reason = _skip_reason(row)
         if reason:
@@ -398,6 +416,13 @@ def import_statement(channel: PaymentChannel, data: bytes | str, *, dry_run: boo
             continue
         seen[row.receipt] = row
         existing = known.get(row.receipt)
+        if existing is None:
+            existing, doubt = stk_payment_for(channel, row, dry_run=dry_run)
+            if doubt:
+                report.mismatches.append(ReportItem(row.line, row.receipt, row.paid_in, doubt))
+                continue
+            if existing is not None:
+                via_stk.add(existing.pk)
         if existing is not None:
             _report_known(report, row, existing)
             continue
@@ -446,6 +471,7 @@ def import_statement(channel: PaymentChannel, data: bytes | str, *, dry_run: boo
                 received_at__lte=report.period_end,
             )
             .exclude(reference__in=in_statement)
+            .exclude(pk__in=via_stk)
             .select_related("customer")
             .order_by("received_at", "pk")
         )
@@ -460,7 +486,52 @@ def import_statement(channel: PaymentChannel, data: bytes | str, *, dry_run: boo
                 )  # fmt: skip
             )
     report.errors.sort(key=lambda e: e.line)
+    report.status_timeouts = timed_out_status_queries(channel)
     return report
+
+
+STK_QUERY_WINDOW = dt.timedelta(minutes=20)  # a push is paid within its prompt's life; the janitor gives up at 15
+
+
+def stk_payment_for(channel: PaymentChannel, row: StatementRow, *, dry_run: bool = False) -> tuple[Payment | None, str]:
+    """The payment an STK push recorded for this statement row under another reference, or (None, "").
+
+    An STK push paid by the janitor's query is recorded with its CheckoutRequestID as the reference
+    (the query does not return the receipt). Its receipt is the push whose late callback added the
+    receipt to the request, else the one push on this channel paid by query, still without a receipt,
+    for the same amount, started at most STK_QUERY_WINDOW before the row's completion time: that
+    push's request takes the receipt (audited; not in a dry run), and the row is "already known"
+    rather than credited a second time. Two or more such pushes: (None, why), for a person to decide.
+    """
+    from .models import StkRequest
+
+    paid = StkRequest.objects.filter(channel=channel, status=StkRequest.Status.PAID, payment__isnull=False)
+    by_receipt = paid.filter(receipt=row.receipt).select_related("payment").first()
+    if by_receipt is not None:
+        return by_receipt.payment, ""
+    candidates = list(
+        paid.filter(
+            receipt="",
+            payment__amount=row.paid_in,
+            payment__reference=F("checkout_request_id"),
+            created_at__gte=row.completed_at - STK_QUERY_WINDOW,
+            created_at__lte=row.completed_at,
+        ).select_related("payment")[:2]
+    )
+    if len(candidates) > 1:
+        return None, "more than one STK push paid by query could be this receipt: match it by hand"
+    if not candidates:
+        return None, ""
+    request = candidates[0]
+    if not dry_run:
+        with transaction.atomic():
+            locked = StkRequest.objects.select_for_update().get(pk=request.pk)
+            if not locked.receipt:
+                before = audit.snapshot(locked)
+                locked.receipt = row.receipt
+                locked.save(update_fields=["receipt"])
+                audit.record(locked, AuditEvent.Action.UPDATE, before=before, verb="stk receipt from statement")
+    return request.payment, ""
 
 
 def _report_known(report: ReconciliationReport, row: StatementRow, payment: Payment) -> None:
@@ -498,8 +569,10 @@ def query_unknown_receipts(channel: PaymentChannel, receipts, *, client=None) ->
     """Ask Daraja's Transaction Status about each receipt Wavu has no payment for.
 
     Receipts are cleaned (spaces, case); a receipt already recorded on the channel is "known" and not
-    asked; an invalid one is "invalid". Nothing is written here: the answers arrive at the status
-    hook, are stored as InboundCallback rows and turned into payments by `apply_status_result`.
+    asked; an invalid one is "invalid". Each query Daraja accepts is audited on the channel (verb
+    `transaction_status_query`, with the receipt and ConversationIDs, so a timeout that names only its
+    ConversationID can be traced to its receipt); nothing else is written here: the answers arrive at
+    the status hook, are stored as InboundCallback rows and turned into payments by `apply_status_result`.
     Safe to repeat (the query is read-only at Safaricom). `client`: a DarajaClient (tests); by default
     one is opened for the channel and closed afterwards.
     """
@@ -532,6 +605,12 @@ def query_unknown_receipts(channel: PaymentChannel, receipts, *, client=None) ->
             except (DarajaError, ValidationError) as exc:
                 answers.append(StatusQuery(receipt, "error", getattr(exc, "message", None) or str(exc)))
                 continue
+            asked = {
+                "receipt": receipt,
+                "conversation_id": accepted.conversation_id,
+                "originator_conversation_id": accepted.originator_conversation_id,
+            }
+            audit.record(channel, AuditEvent.Action.ACTION, after=asked, verb=STATUS_QUERY_VERB)
             answers.append(
                 StatusQuery(receipt, "asked", "answer will arrive at the status hook", accepted.conversation_id)
             )
@@ -599,53 +678,165 @@ def apply_status_result(callback_id: int) -> InboundCallback | None:
     Locks the callback row; only a "received"/"failed" status_result is handled. Completed receipt →
     `record_payment` (a receipt already known → "duplicate"; another amount → "mismatch"); an
     unsuccessful query or a transaction not completed → "processed" with the reason, nothing recorded.
-    Called by `services.process_callback` for every stored status result.
+    Any other error rolls the attempt back and leaves the callback "failed" with `last_error`, for
+    `services.retry_callbacks`. Called by `services.process_callback` for every stored status result.
     """
-    with transaction.atomic():
-        callback = InboundCallback.objects.select_for_update().filter(pk=callback_id).first()
-        if (
-            callback is None
-            or callback.kind != InboundCallback.Kind.STATUS_RESULT
-            or callback.status not in (InboundCallback.Status.RECEIVED, InboundCallback.Status.FAILED)
-        ):
-            return callback
-        callback.attempts += 1
-        status, payment = InboundCallback.Status.PROCESSED, None
-        try:
-            result = parse_status_result(callback.body)
-        except BadCallback as exc:
-            status, outcome = InboundCallback.Status.REJECTED, exc.message
+    try:
+        with transaction.atomic():
+            callback = InboundCallback.objects.select_for_update().filter(pk=callback_id).first()
+            if (
+                callback is None
+                or callback.kind != InboundCallback.Kind.STATUS_RESULT
+                or callback.status not in (InboundCallback.Status.RECEIVED, InboundCallback.Status.FAILED)
+            ):
+                return callback
+            return _apply_status_result(callback)
+    except Exception as exc:  # noqa: BLE001 - the failure is recorded on the callback and retried
+        logger.exception("Transaction Status result %s could not be processed", callback_id)
+        return services._mark_failed(callback_id, exc)
+
+
+def _apply_status_result(callback: InboundCallback) -> InboundCallback:
+    callback.attempts += 1
+    status, payment = InboundCallback.Status.PROCESSED, None
+    try:
+        result = parse_status_result(callback.body)
+    except BadCallback as exc:
+        status, outcome = InboundCallback.Status.REJECTED, exc.message
+    else:
+        if result.result_code != "0":
+            outcome = f"query failed: {result.result_code} {result.result_desc}"
+        elif result.status.lower() != "completed" or not result.receipt or not result.amount:
+            outcome = f"receipt {result.receipt or '?'} is {result.status or 'of unknown status'}; nothing recorded"
         else:
-            if result.result_code != "0":
-                outcome = f"query failed: {result.result_code} {result.result_desc}"
-            elif result.status.lower() != "completed" or not result.receipt or not result.amount:
-                outcome = f"receipt {result.receipt or '?'} is {result.status or 'of unknown status'}; nothing recorded"
+            phone, name = split_other_party(result.debit_party)
+            at = result.finalised_at or callback.received_at
+            try:
+                payment, created = record_payment(
+                    method=MPESA,
+                    source=callback.channel.shortcode,
+                    reference=result.receipt,
+                    amount=result.amount,
+                    received_at=min(at, clock.now()),
+                    payer_name=name[:160],
+                    payer_phone=phone[:80],
+                    notes=FOUND_BY_STATUS_NOTE,
+                )
+            except DuplicateReferenceMismatch as exc:
+                status, outcome = InboundCallback.Status.MISMATCH, exc.message
+            except ValidationError as exc:
+                status, outcome = InboundCallback.Status.REJECTED, "; ".join(exc.messages)
             else:
-                phone, name = split_other_party(result.debit_party)
-                at = result.finalised_at or callback.received_at
-                try:
-                    payment, created = record_payment(
-                        method=MPESA,
-                        source=callback.channel.shortcode,
-                        reference=result.receipt,
-                        amount=result.amount,
-                        received_at=min(at, clock.now()),
-                        payer_name=name[:160],
-                        payer_phone=phone[:80],
-                        notes=FOUND_BY_STATUS_NOTE,
-                    )
-                except DuplicateReferenceMismatch as exc:
-                    status, outcome = InboundCallback.Status.MISMATCH, exc.message
-                except ValidationError as exc:
-                    status, outcome = InboundCallback.Status.REJECTED, "; ".join(exc.messages)
+                if created:
+                    outcome = f"receipt {result.receipt} recorded to suspense ({FOUND_BY_STATUS_NOTE})"
                 else:
-                    if created:
-                        outcome = f"receipt {result.receipt} recorded to suspense ({FOUND_BY_STATUS_NOTE})"
-                    else:
-                        status = InboundCallback.Status.DUPLICATE
-                        outcome = f"already recorded: receipt {result.receipt} is payment {payment.pk}"
-        callback.status, callback.outcome, callback.payment = status, outcome[:300], payment
-        callback.reference = callback.reference or (payment.reference if payment else "")
-        callback.processed_at = clock.now()
-        callback.save(update_fields=["status", "outcome", "payment", "processed_at", "attempts", "reference"])
+                    status = InboundCallback.Status.DUPLICATE
+                    outcome = f"already recorded: receipt {result.receipt} is payment {payment.pk}"
+    callback.status, callback.outcome, callback.payment = status, outcome[:300], payment
+    callback.reference = callback.reference or (payment.reference if payment else "")
+    callback.processed_at = clock.now()
+    callback.save(update_fields=["status", "outcome", "payment", "processed_at", "attempts", "reference"])
     return callback
+
+
+# --- Transaction Status timeouts -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimedOutQuery:
+    """A Transaction Status query Safaricom timed out on (its QueueTimeOutURL was called) and that no
+    result has answered since: staff should ask again. `receipt` is "" when neither the timeout nor
+    Wavu's record of the query names it; `callback_id` is the stored timeout."""
+
+    channel: str
+    receipt: str
+    conversation_id: str
+    timed_out_at: dt.datetime
+    callback_id: int
+    detail: str = ""
+
+
+def _status_body_ids(body: str) -> tuple[str, set[str]]:
+    """(receipt, {ConversationID, OriginatorConversationID}) that a status result or timeout body names.
+    The fields are read inside `Result`, or at the top level when there is no Result object (the
+    timeout's shape is not documented); the receipt is ReceiptNo, else TransactionID."""
+    try:
+        data = load_json_object(body)
+    except BadCallback:
+        return "", set()
+    result = data["Result"] if isinstance(data.get("Result"), dict) else data
+    params = {}
+    for item in _items((result.get("ResultParameters") or {}).get("ResultParameter")):
+        if "Key" in item:
+            params[str(item["Key"])] = item.get("Value")
+    receipt = params.get("ReceiptNo") or result.get("TransactionID") or ""
+    ids = {
+        value.strip()
+        for value in (result.get("ConversationID"), result.get("OriginatorConversationID"))
+        if isinstance(value, str) and value.strip()
+    }
+    return (receipt.strip().upper() if isinstance(receipt, str) else ""), ids
+
+
+def _asked_receipts(channel_ids) -> dict[tuple[int, str], str]:
+    """{(channel id, ConversationID or OriginatorConversationID): receipt} of the audited queries."""
+    asked = {}
+    events = AuditEvent.objects.filter(
+        verb=STATUS_QUERY_VERB,
+        object_type=PaymentChannel._meta.label_lower,
+        object_id__in={str(pk) for pk in channel_ids},
+    ).values_list("object_id", "after")
+    for object_id, after in events:
+        for key in ("conversation_id", "originator_conversation_id"):
+            if (after or {}).get(key):
+                asked[(int(object_id), after[key])] = after.get("receipt") or ""
+    return asked
+
+
+def timed_out_status_queries(channel: PaymentChannel | None = None) -> list[TimedOutQuery]:
+    """The Transaction Status queries to ask again (of `channel`, or of every channel), oldest first.
+
+    A stored status timeout (not rejected) counts until a later status result (not rejected) answers
+    the same receipt, or the receipt has become a payment on the channel; a receipt that timed out
+    twice is listed once, with its latest timeout. A timeout that names only ConversationIDs is traced
+    to its receipt through the audited query (`query_unknown_receipts`); one that cannot be traced is
+    listed with receipt "". Reads only."""
+    Kind, Status = InboundCallback.Kind, InboundCallback.Status
+    timeouts = InboundCallback.objects.filter(kind=Kind.STATUS_TIMEOUT).exclude(status=Status.REJECTED)
+    if channel is not None:
+        timeouts = timeouts.filter(channel=channel)
+    timeouts = list(timeouts.select_related("channel").order_by("received_at", "pk"))
+    if not timeouts:
+        return []
+    asked = _asked_receipts({timeout.channel_id for timeout in timeouts})
+    latest: dict[tuple[int, str], tuple[int, TimedOutQuery]] = {}  # (channel, receipt) → (channel, query)
+    for timeout in timeouts:
+        receipt, ids = _status_body_ids(timeout.body)
+        traced = [asked[(timeout.channel_id, i)] for i in sorted(ids) if (timeout.channel_id, i) in asked]
+        receipt = receipt or next(iter(traced), "")
+        conversation = min(ids, default="")
+        detail = "" if receipt else f"the timeout names no receipt (ConversationID {conversation or '?'})"
+        query = TimedOutQuery(timeout.channel.shortcode, receipt, conversation, timeout.received_at, timeout.pk, detail)
+        latest[(timeout.channel_id, receipt or f"callback {timeout.pk}")] = (timeout.channel_id, query)
+
+    receipts = {query.receipt for _, query in latest.values() if query.receipt}
+    paid = set(Payment.objects.filter(method=MPESA, reference__in=receipts).values_list("source", "reference"))
+    answered: dict[tuple[int, str], dt.datetime] = {}  # (channel, receipt) → when the latest result arrived
+    results = InboundCallback.objects.filter(
+        kind=Kind.STATUS_RESULT,
+        channel_id__in={channel_id for channel_id, _ in latest.values()},
+        received_at__gte=min(query.timed_out_at for _, query in latest.values()),
+    ).exclude(status=Status.REJECTED)
+    for channel_id, received_at, body in results.values_list("channel_id", "received_at", "body"):
+        receipt, ids = _status_body_ids(body)
+        for named in {receipt, *(asked.get((channel_id, i), "") for i in ids)} - {""}:
+            answered[(channel_id, named)] = max(received_at, answered.get((channel_id, named), received_at))
+
+    def settled(channel_id: int, query: TimedOutQuery) -> bool:
+        if not query.receipt:
+            return False
+        later = answered.get((channel_id, query.receipt))
+        return (query.channel, query.receipt) in paid or (later is not None and later > query.timed_out_at)
+
+    pending = [query for channel_id, query in latest.values() if not settled(channel_id, query)]
+    return sorted(pending, key=lambda query: (query.timed_out_at, query.callback_id))

@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -20,6 +21,8 @@ from django.db.models import Q
 from wavu.billing.selectors import invoice_by_number
 from wavu.billing.services import INVOICE_SERIES, format_number
 from wavu.core import clock
+from wavu.core.fields import EncryptedTextField
+from wavu.core.identifiers import clean_account_reference, is_valid_account_number
 from wavu.core.phones import normalize_msisdn
 from wavu.customers.models import Customer
 from wavu.customers.selectors import find_by_account_reference
@@ -38,6 +41,7 @@ HOOK_DEFAULTS = {
     "HOOK_TRUSTED_PROXIES": 0,  # 0: the source address is REMOTE_ADDR; n: the n-th X-Forwarded-For entry from the right
     "CALLBACK_STUCK_SECONDS": 60,  # a confirmation still "received" after this long is processed by the retry job
     "CALLBACK_MAX_ATTEMPTS": 8,  # the retry job gives up after this many processing attempts
+    "HOOK_CHANNEL_CACHE_SECONDS": 5,  # how long a web process reuses the channels it read (0: every request)
 }
 
 
@@ -54,18 +58,47 @@ def channel_for_token(token: str) -> PaymentChannel | None:
 
     Timing does not tell an attacker how much of a guess was right: the token is never used in a
     WHERE clause (an index lookup stops at the first differing byte); instead every channel's token
-    is read and each is compared with `hmac.compare_digest`, all of them, whatever matched. Inactive
-    channels are included on purpose: Safaricom keeps calling a registered URL, and money that has
-    already moved must still be recorded.
+    is compared with `hmac.compare_digest`, all of them, whatever matched. Inactive channels are
+    included on purpose: Safaricom keeps calling a registered URL, and money that has already moved
+    must still be recorded.
+
+    The channels are read once per HOOK_CHANNEL_CACHE_SECONDS per process (`_channels`), so a hook
+    request normally costs no query here; an unknown token re-reads them at once (a channel created
+    a moment ago), and saving a channel clears this process's copy. Another web process may accept
+    a rotated-out token, or apply an old allowlist, for at most that many seconds.
     """
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
         return None
     given = token.encode()
-    found = None
-    for pk, stored in PaymentChannel.objects.values_list("pk", "hook_token"):
-        if hmac.compare_digest(given, (stored or "").encode()) and stored:
-            found = pk
-    return PaymentChannel.objects.filter(pk=found).first() if found is not None else None
+    for fresh in (False, True):
+        channels, loaded_now = _channels(fresh=fresh)
+        found = None
+        for channel in channels:
+            if hmac.compare_digest(given, (channel.hook_token or "").encode()) and channel.hook_token:
+                found = channel
+        if found is not None or loaded_now:
+            return found
+    return None
+
+
+_channel_cache: dict = {"until": 0.0, "channels": []}
+
+
+def _channels(*, fresh: bool = False) -> tuple[list[PaymentChannel], bool]:
+    """Every channel, secrets left undecrypted (a handful of rows), from this process's copy while it
+    is younger than HOOK_CHANNEL_CACHE_SECONDS; returns (channels, whether they were just read)."""
+    now = time.monotonic()
+    if not fresh and now < _channel_cache["until"]:
+        return _channel_cache["channels"], False
+    secrets = [f.name for f in PaymentChannel._meta.concrete_fields if isinstance(f, EncryptedTextField)]
+    channels = list(PaymentChannel.objects.defer(*secrets))
+    _channel_cache.update(until=now + hook_setting("HOOK_CHANNEL_CACHE_SECONDS"), channels=channels)
+    return channels, True
+
+
+def forget_cached_channels(**kwargs) -> None:
+    """Drop this process's copy of the channels (connected to PaymentChannel's post_save/post_delete)."""
+    _channel_cache.update(until=0.0, channels=[])
 
 
 def allowlist_networks(channel: PaymentChannel) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -154,6 +187,26 @@ def match_account_reference(text: str) -> ReferenceMatch:
     return ReferenceMatch(None, "", "no customer matches the account reference")
 
 
+def match_account_references(texts) -> dict[str, ReferenceMatch]:
+    """`match_account_reference` for many references at once: {text: match}. Account numbers (what
+    nearly every payer types) are looked up in one query; the rest go through the rules one by one."""
+    texts = set(texts)
+    numbers = {}
+    for text in texts:
+        number = clean_account_reference((text or "").strip())
+        if number and is_valid_account_number(number):
+            numbers[text] = number
+    customers = {c.account_number: c for c in Customer.objects.filter(account_number__in=set(numbers.values()))}
+    found = {}
+    for text in texts:
+        customer = customers.get(numbers.get(text))
+        if customer is not None:
+            found[text] = ReferenceMatch(customer, "account_number", f"account number {customer.account_number}")
+        else:
+            found[text] = match_account_reference(text)
+    return found
+
+
 # --- callbacks to (re)process --------------------------------------------------------------------
 
 
@@ -163,17 +216,15 @@ def retry_delay(attempts: int) -> dt.timedelta:
     return dt.timedelta(minutes=2 ** min(attempts, 16) - 1)
 
 
-def callbacks_to_retry(now: dt.datetime | None = None, *, limit: int = 200) -> list[int]:
-    """Ids of C2B confirmations due for another processing attempt, oldest first (at most `limit`):
+def callbacks_to_retry(now: dt.datetime | None = None, *, kinds, limit: int = 200) -> list[int]:
+    """Ids of stored callbacks of `kinds` due for another processing attempt, oldest first (at most `limit`):
     failed ones whose back-off (`retry_delay`) has passed, and ones still "received" more than
     CALLBACK_STUCK_SECONDS after they arrived (the process that stored them died before processing,
     or the job was lost). Callbacks with CALLBACK_MAX_ATTEMPTS attempts are left for staff."""
     now = now or clock.now()
     stuck_before = now - dt.timedelta(seconds=hook_setting("CALLBACK_STUCK_SECONDS"))
     candidates = (
-        InboundCallback.objects.filter(
-            kind=InboundCallback.Kind.C2B_CONFIRMATION, attempts__lt=hook_setting("CALLBACK_MAX_ATTEMPTS")
-        )
+        InboundCallback.objects.filter(kind__in=kinds, attempts__lt=hook_setting("CALLBACK_MAX_ATTEMPTS"))
         .filter(
             Q(status=InboundCallback.Status.FAILED)
             | Q(status=InboundCallback.Status.RECEIVED, received_at__lte=stuck_before)

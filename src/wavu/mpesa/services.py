@@ -2,19 +2,22 @@
 
 A hook request goes through `receive_hook` (the views in `hooks.py` only resolve the token and read
 the body): source address check, size and method checks, strict payload validation, then one
-`InboundCallback` row in its own transaction. Nothing that reaches a valid token is thrown away:
-refused requests are kept with status "rejected" and an outcome saying why.
+`InboundCallback` row, committed before the answer. Nothing that reaches a valid token is thrown
+away: refused requests are kept with status "rejected" and an outcome saying why.
 
-C2B confirmations are acknowledged as soon as they are stored; `process_callback` (a job enqueued
-when the row commits) then turns them into money through `payments.services.record_payment`, which
-is unique on (method "mpesa", source = channel shortcode, reference = TransID): a receipt delivered
-twice credits once (the second callback is "duplicate", linked to the first payment), and the same
-TransID with another amount is "mismatch", flagged, nothing applied. A failed processing is
-"failed" and retried by `retry_callbacks` (every minute), as is a callback still "received" a
-minute after it arrived (the process died between storing and processing).
+The store is the queue. C2B confirmations are acknowledged as soon as they are stored; every
+`wavu worker` drains the store (`drain_callbacks`, listed in `wavu.schedule.DRAINS`) and turns them
+into money in batches (`process_confirmations` → `payments.bulk.record_payments`), unique on
+(method "mpesa", source = channel shortcode, reference = TransID): a receipt delivered twice
+credits once (the second callback is "duplicate", linked to the first payment), and the same
+TransID with another amount is "mismatch", flagged, nothing applied. A worker killed mid-batch
+commits nothing, so the next drain takes the same callbacks again. A failed processing is "failed"
+and retried by `retry_callbacks` (every minute, with back-off), which also takes a callback still
+"received" a minute after it arrived (no worker running).
 
-Locks: the callback row (SELECT … FOR UPDATE), then whatever `record_payment` locks (customer →
-payments → invoices). Nothing locks a callback while holding a customer row, so this order is safe.
+Locks: the callback rows (SELECT … FOR UPDATE, SKIP LOCKED when draining), then the customers'
+money lock and their invoices (`record_payments`). Nothing locks a callback while holding a customer
+row, so this order is safe.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from wavu.core import clock
+from wavu.core.db import insert_rows, update_rows
 from wavu.core.tasks import enqueue_on_commit
-from wavu.payments.services import FUTURE_TOLERANCE, DuplicateReferenceMismatch, clean_amount, record_payment
+from wavu.payments.services import FUTURE_TOLERANCE, clean_amount
 
 from . import selectors
 from .models import InboundCallback, PaymentChannel
@@ -52,7 +56,9 @@ OVERSIZED_BODY_KEPT = 2048  # characters of an oversized body kept for the audit
 ACCEPTED = {"ResultCode": "0", "ResultDesc": "Accepted"}  # C2B validation: strings, as Daraja documents
 REJECT_UNKNOWN_ACCOUNT = {"ResultCode": "C2B00012", "ResultDesc": "Rejected"}
 CONFIRMATION_ACK = {"ResultCode": 0, "ResultDesc": "Success"}
-CALLBACK_ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}  # STK and Transaction Status
+CALLBACK_ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}  # STK, Transaction Status, B2C and Reversal
+# B2C and Reversal results and timeouts: processed by `refunds.apply_refund_result`.
+REFUND_KINDS = (Kind.B2C_RESULT, Kind.B2C_TIMEOUT, Kind.REVERSAL_RESULT, Kind.REVERSAL_TIMEOUT)
 
 
 # --- request and answer --------------------------------------------------------------------------
@@ -231,6 +237,12 @@ def _reference_of(kind: str, body: bytes | str) -> str:
 # --- storing -------------------------------------------------------------------------------------
 
 
+_CALLBACK_FIELDS = [
+    "channel_id", "kind", "received_at", "source_ip", "source_allowed", "headers", "body", "status", "outcome",
+    "reference", "attempts", "last_error", "processed_at",
+]  # fmt: skip
+
+
 def store_callback(
     channel: PaymentChannel,
     kind: str,
@@ -239,32 +251,26 @@ def store_callback(
     source_allowed: bool = True,
     status: str = Status.RECEIVED,
     outcome: str = "",
+    reference: str | None = None,
 ) -> InboundCallback:
-    """Keep one hook request (body, headers without cookies/credentials, source address, time) in its
-    own transaction; a C2B confirmation or STK callback kept as "received" gets `process_callback`
-    enqueued once the row commits. Not idempotent: every request is its own row (that is the audit trail)."""
+    """Keep one hook request (body, headers without cookies/credentials, source address, time): one
+    INSERT, committed before the hook answers. A callback kept as "received" whose kind is in
+    `DRAINED_KINDS` is the worker's to process (`drain_callbacks`): the store is the queue, so no
+    job record is written per request. `reference` (TransID, CheckoutRequestID …) is read from the
+    body when not given. Not idempotent: every request is its own row (the audit trail)."""
     text = request.body.decode("utf-8", errors="replace")
     if request.too_large:
-        text = text[:OVERSIZED_BODY_KEPT]
-    with transaction.atomic():
-        callback = InboundCallback.objects.create(
-            channel=channel,
-            kind=kind,
-            received_at=clock.now(),
-            source_ip=request.source_ip,
-            source_allowed=source_allowed,
-            headers=clean_headers(request.headers),
-            body=text,
-            status=status,
-            outcome=outcome[:300],
-            reference=_reference_of(kind, request.body) if not request.too_large else "",
-            processed_at=clock.now() if status == Status.PROCESSED else None,
-        )
-        if kind in (Kind.C2B_CONFIRMATION, Kind.STK_CALLBACK, Kind.STATUS_RESULT) and status == Status.RECEIVED:
-            from .tasks import process_callback
-
-            enqueue_on_commit(process_callback, callback.pk)
-    return callback
+        text, reference = text[:OVERSIZED_BODY_KEPT], ""
+    elif reference is None:
+        reference = _reference_of(kind, request.body)
+    now = clock.now()
+    values = (
+        channel.pk, kind, now, request.source_ip, source_allowed, clean_headers(request.headers), text, status,
+        outcome[:300], reference[:60], 0, "", now if status == Status.PROCESSED else None,
+    )  # fmt: skip
+    # insert_rows rather than objects.create: this is the hook's whole cost, paid on every request
+    [pk] = insert_rows(InboundCallback, _CALLBACK_FIELDS, [values], returning=True)
+    return InboundCallback(pk, **dict(zip(_CALLBACK_FIELDS, values, strict=True)))
 
 
 def receive_hook(channel: PaymentChannel, kind: str, request: HookRequest) -> HookAnswer:
@@ -277,8 +283,9 @@ def receive_hook(channel: PaymentChannel, kind: str, request: HookRequest) -> Ho
     - C2B validation: the cheap account match decides: accepted, or C2B00012 when the channel
       rejects unknown accounts and nobody matches; kept with the decision;
     - C2B confirmation: kept as "received", acknowledged; processing follows after commit;
-    - STK callback, Transaction Status result/timeout: kept as "received" (processing comes with STK
-      and status support) and acknowledged.
+    - STK callback, Transaction Status result, B2C and Reversal result/timeout: kept as "received"
+      (processed later by `process_callback`) and acknowledged; a Transaction Status timeout is kept
+      for staff.
     """
     allowed = True
     if channel.allowlist_mode != PaymentChannel.Allowlist.OFF:
@@ -324,9 +331,11 @@ def receive_hook(channel: PaymentChannel, kind: str, request: HookRequest) -> Ho
         )
         return HookAnswer(200, answer, callback)
     if kind == Kind.C2B_CONFIRMATION:
-        callback = store_callback(channel, kind, request, source_allowed=allowed, outcome=flag.rstrip("; "))
+        callback = store_callback(
+            channel, kind, request, source_allowed=allowed, outcome=flag.rstrip("; "), reference=notice.trans_id
+        )
         return HookAnswer(200, CONFIRMATION_ACK, callback)
-    if kind in (Kind.STK_CALLBACK, Kind.STATUS_RESULT):  # processed after commit (`process_callback`)
+    if kind in (Kind.STK_CALLBACK, Kind.STATUS_RESULT, *REFUND_KINDS):  # processed later (`process_callback`)
         callback = store_callback(channel, kind, request, source_allowed=allowed, outcome=flag.rstrip("; "))
         return HookAnswer(200, CALLBACK_ACK, callback)
     callback = store_callback(channel, kind, request, source_allowed=allowed, outcome=flag + STORED_ONLY)
@@ -339,7 +348,8 @@ def receive_hook(channel: PaymentChannel, kind: str, request: HookRequest) -> Ho
 def process_callback(callback_id: int) -> InboundCallback | None:
     """Process one stored callback by kind: C2B confirmations here, STK callbacks in `stk`,
     Transaction Status results in `reconciliation` (a completed receipt Wavu did not have becomes a
-    payment in suspense); timeouts stay stored for staff. Idempotent."""
+    payment in suspense), B2C and Reversal results and timeouts in `refunds`; Transaction Status
+    timeouts stay stored for staff. Idempotent."""
     kind = InboundCallback.objects.filter(pk=callback_id).values_list("kind", flat=True).first()
     if kind == Kind.C2B_CONFIRMATION:
         return process_c2b_confirmation(callback_id)
@@ -351,93 +361,184 @@ def process_callback(callback_id: int) -> InboundCallback | None:
         from .reconciliation import apply_status_result
 
         return apply_status_result(callback_id)
+    if kind in REFUND_KINDS:
+        from .refunds import apply_refund_result
+
+        return apply_refund_result(callback_id)
     return InboundCallback.objects.filter(pk=callback_id).first()
 
 
-def process_c2b_confirmation(callback_id: int) -> InboundCallback | None:
-    """Turn a stored C2B confirmation into a payment, exactly once.
+# Kinds the worker processes as soon as they are stored: C2B confirmations in batches, the others
+# one by one through `process_callback`.
+DRAINED_KINDS = (Kind.C2B_CONFIRMATION, Kind.STK_CALLBACK, Kind.STATUS_RESULT, *REFUND_KINDS)
+DRAIN_BATCH = 500
 
-    Idempotent, and safe to run concurrently: the callback row is locked (SELECT … FOR UPDATE) and
-    only a callback still "received" or "failed" is processed; any other status is returned as it is.
-    In one transaction: match BillRefNumber (`selectors.match_account_reference`; the MSISDN is
-    never used), then `record_payment(method="mpesa", source=<channel shortcode>, reference=TransID,
-    …)` with customer None (suspense) when nobody matches; allocation, the ledger entry and the
-    after-payment job (reconnection) come from record_payment. Outcomes: processed (a new payment),
-    duplicate (the receipt was already recorded: linked to that payment, nothing applied again),
-    mismatch (same TransID, another amount: flagged, nothing applied), rejected (a payload that can
-    never be processed). Each run counts in `attempts`. Any other error rolls the attempt back and
-    leaves the callback "failed" with `last_error`, for `retry_callbacks`.
+
+def drain_callbacks(*, limit: int = DRAIN_BATCH) -> int:
+    """Process stored callbacks still waiting ("received"), oldest first; returns how many were taken.
+
+    Run by every `wavu worker` in a loop (`core.tasks.Drainer`) and by `run_queued_tasks` in tests.
+    C2B confirmations go in batches of up to `limit` (`process_confirmations`: a fixed number of
+    statements per batch, which is what lets one worker keep up with hundreds of payments a second);
+    other kinds one by one, each at most once per drain. Several workers can drain side by side: a
+    batch claims its rows with SELECT … FOR UPDATE SKIP LOCKED on PostgreSQL (SQLite serialises
+    writers), and every step re-checks the status under the lock.
     """
+    taken = process_confirmations(limit=limit)
+    others = list(
+        InboundCallback.objects.filter(status=Status.RECEIVED, attempts=0, kind__in=DRAINED_KINDS)
+        .exclude(kind=Kind.C2B_CONFIRMATION)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for callback_id in others:
+        process_callback(callback_id)
+    return taken + len(others)
+
+
+def process_c2b_confirmation(callback_id: int) -> InboundCallback | None:
+    """Turn one stored C2B confirmation into a payment, exactly once (`process_confirmations` for
+    this callback only). Returns the callback as it ended, or as it was when it was not "received"
+    or "failed" (already settled), or None when there is no such callback."""
+    process_confirmations(ids=[callback_id])
+    return InboundCallback.objects.filter(pk=callback_id).first()
+
+
+def process_confirmations(*, limit: int = DRAIN_BATCH, ids: list[int] | None = None) -> int:
+    """Turn stored C2B confirmations into payments, exactly once each; returns how many were taken.
+
+    Takes the given `ids`, or up to `limit` waiting ("received") confirmations, oldest first, locked
+    (FOR UPDATE SKIP LOCKED): only a confirmation still "received" or "failed" is processed. In one
+    transaction: parse each body, match every BillRefNumber (`selectors.match_account_references`;
+    the MSISDN is never used), record the receipts with `payments.bulk.record_payments` (method
+    "mpesa", source = channel shortcode, reference = TransID; customer None → suspense; allocation
+    and the ledger entries come with it), mark each callback, and enqueue the after-payment job
+    (reconnection, prepaid renewal) for the customers who have something it could change.
+
+    Outcomes: processed (a new payment), duplicate (the receipt was already recorded: linked to that
+    payment, nothing applied again), mismatch (same TransID, another amount: flagged, nothing
+    applied), rejected (a body that can never be processed). Each run counts in `attempts`. When a
+    batch fails as a whole it is rolled back and its callbacks are taken one by one, so one bad
+    callback ends "failed" (with `last_error`, retried by `retry_callbacks`) and the rest go through.
+    """
+    claimed: list[int] = []
     try:
         with transaction.atomic():
-            callback = InboundCallback.objects.select_for_update().filter(pk=callback_id).first()
-            if (
-                callback is None
-                or callback.kind != Kind.C2B_CONFIRMATION
-                or callback.status not in (Status.RECEIVED, Status.FAILED)
-            ):
-                return callback
-            return _apply_confirmation(callback)
-    except Exception as exc:  # noqa: BLE001 - the failure is recorded on the callback and retried
-        logger.exception("C2B confirmation %s could not be processed", callback_id)
-        return _mark_failed(callback_id, exc)
+            callbacks = _claim_confirmations(limit=limit, ids=ids)
+            claimed = [callback.pk for callback in callbacks]
+            if callbacks:
+                _apply_confirmations(callbacks)
+        return len(claimed)
+    except Exception as exc:  # noqa: BLE001 - recorded on the callback(s) and retried
+        if len(claimed) > 1:
+            logger.warning("a batch of %d C2B confirmations failed (%s); taking them one by one", len(claimed), exc)
+            for callback_id in claimed:
+                process_confirmations(ids=[callback_id])
+            return len(claimed)
+        target = claimed or ids or []
+        if not target:
+            raise
+        logger.exception("C2B confirmation %s could not be processed", target[0])
+        _mark_failed(target[0], exc)
+        return 1
+
+
+def _claim_confirmations(*, limit: int, ids: list[int] | None) -> list[InboundCallback]:
+    waiting = InboundCallback.objects.filter(kind=Kind.C2B_CONFIRMATION)
+    if ids is not None:
+        waiting = waiting.filter(pk__in=ids, status__in=(Status.RECEIVED, Status.FAILED))
+    else:
+        waiting = waiting.filter(status=Status.RECEIVED)
+    return list(
+        waiting.select_related("channel")
+        .select_for_update(skip_locked=ids is None, of=("self",))
+        .order_by("pk")[: limit if ids is None else len(ids)]
+    )
+
+
+def _apply_confirmations(callbacks: list[InboundCallback]) -> None:
+    from wavu.billing.selectors import customers_with_payment_followup
+    from wavu.billing.tasks import after_payment
+    from wavu.payments.bulk import Receipt, record_payments
+
+    now = clock.now()
+    finished: dict[int, tuple[str, str, int | None]] = {}  # callback pk → (status, outcome, payment id)
+    parsed: list[tuple[InboundCallback, C2BNotice, list[str]]] = []
+    for callback in callbacks:
+        callback.attempts += 1
+        try:
+            notice = parse_c2b(callback.body)
+        except BadCallback as exc:
+            finished[callback.pk] = (Status.REJECTED, exc.message, None)
+            continue
+        parsed.append((callback, notice, _confirmation_notes(callback, notice)))
+    matches = selectors.match_account_references(notice.bill_ref for _, notice, _ in parsed)
+    receipts = []
+    for callback, notice, notes in parsed:
+        received_at = notice.trans_time
+        if received_at > now + FUTURE_TOLERANCE:
+            notes.append(f"TransTime {received_at:%Y-%m-%d %H:%M} is in the future; recorded at the time of receipt")
+            received_at = callback.received_at
+        receipts.append(
+            Receipt(
+                method="mpesa",
+                source=callback.channel.shortcode,
+                reference=notice.trans_id,
+                amount=notice.amount,
+                customer_id=getattr(matches[notice.bill_ref].customer, "pk", None),
+                received_at=received_at,
+                payer_name=notice.payer_name,
+                payer_phone=notice.msisdn,
+                account_reference=notice.bill_ref[:60],
+            )
+        )
+    credited: set[int] = set()
+    for (callback, notice, notes), receipt, result in zip(parsed, receipts, record_payments(receipts), strict=True):
+        suffix = "".join(f"; {note}" for note in notes)
+        match = matches[notice.bill_ref]
+        if result.outcome == "rejected":
+            finished[callback.pk] = (Status.REJECTED, result.message, None)
+        elif result.outcome == "mismatch":
+            finished[callback.pk] = (Status.MISMATCH, result.message, None)
+        elif result.outcome == "duplicate":
+            outcome = f"already processed: receipt {notice.trans_id} is payment {result.payment_id}{suffix}"
+            finished[callback.pk] = (Status.DUPLICATE, outcome, result.payment_id)
+        elif match.customer is None:
+            outcome = f"in suspense: {match.detail} ({notice.bill_ref or 'blank'})"
+            finished[callback.pk] = (Status.PROCESSED, outcome + suffix, result.payment_id)
+        else:
+            outcome = f"credited to {match.customer.account_number}, matched by {match.detail}"
+            finished[callback.pk] = (Status.PROCESSED, outcome + suffix, result.payment_id)
+            credited.add(receipt.customer_id)
+    update_rows(
+        InboundCallback,
+        ["status", "outcome", "payment_id", "processed_at", "attempts"],
+        [(*finished[c.pk][:2], finished[c.pk][2], now, c.attempts, c.pk) for c in callbacks],
+    )
+    if credited:
+        for customer_id in sorted(customers_with_payment_followup(credited)):
+            enqueue_on_commit(after_payment, customer_id)
+
+
+def _confirmation_notes(callback: InboundCallback, notice: C2BNotice) -> list[str]:
+    """What staff should know about a confirmation that is applied anyway."""
+    notes = []
+    if not callback.source_allowed:
+        notes.append("source address not on the allowlist (logged only)")
+    channel = callback.channel
+    if notice.shortcode and notice.shortcode not in (channel.shortcode, channel.till_number):
+        notes.append(f"BusinessShortCode {notice.shortcode} is not this channel's")
+    return notes
 
 
 def _finish(callback: InboundCallback, status: str, outcome: str, payment=None) -> InboundCallback:
+    """Record how processing ended on a locked callback (its `attempts` already counted)."""
     callback.status = status
     callback.outcome = outcome[:300]
     callback.payment = payment
     callback.processed_at = clock.now()
     callback.save(update_fields=["status", "outcome", "payment", "processed_at", "attempts"])
     return callback
-
-
-def _apply_confirmation(callback: InboundCallback) -> InboundCallback:
-    callback.attempts += 1
-    try:
-        notice = parse_c2b(callback.body)
-    except BadCallback as exc:
-        return _finish(callback, Status.REJECTED, exc.message)
-    channel = callback.channel
-    notes = []
-    if not callback.source_allowed:
-        notes.append("source address not on the allowlist (logged only)")
-    if notice.shortcode and notice.shortcode not in (channel.shortcode, channel.till_number):
-        notes.append(f"BusinessShortCode {notice.shortcode} is not this channel's")
-    received_at = notice.trans_time
-    if received_at > clock.now() + FUTURE_TOLERANCE:
-        notes.append(f"TransTime {received_at:%Y-%m-%d %H:%M} is in the future; recorded at the time of receipt")
-        received_at = callback.received_at
-    match = selectors.match_account_reference(notice.bill_ref)
-    try:
-        payment, created = record_payment(
-            method="mpesa",
-            source=channel.shortcode,
-            reference=notice.trans_id,
-            amount=notice.amount,
-            customer=match.customer,
-            received_at=received_at,
-            payer_name=notice.payer_name,
-            payer_phone=notice.msisdn,
-            account_reference=notice.bill_ref[:60],
-        )
-    except DuplicateReferenceMismatch as exc:
-        return _finish(callback, Status.MISMATCH, exc.message)
-    except ValidationError as exc:
-        return _finish(callback, Status.REJECTED, "; ".join(exc.messages))
-    suffix = "".join(f"; {note}" for note in notes)
-    if not created:
-        return _finish(
-            callback,
-            Status.DUPLICATE,
-            f"already processed: receipt {notice.trans_id} is payment {payment.pk}{suffix}",
-            payment,
-        )
-    if match.customer is None:
-        outcome = f"in suspense: {match.detail} ({notice.bill_ref or 'blank'})"
-    else:
-        outcome = f"credited to {match.customer.account_number}, matched by {match.detail}"
-    return _finish(callback, Status.PROCESSED, outcome + suffix, payment)
 
 
 def _mark_failed(callback_id: int, exc: BaseException) -> InboundCallback | None:
@@ -465,16 +566,17 @@ class RetrySummary:
 
 
 def retry_callbacks(now: dt.datetime | None = None, *, limit: int = 200) -> RetrySummary:
-    """Process again the C2B confirmations that failed (with back-off) or got stuck in "received"
-    (`selectors.callbacks_to_retry`), each in its own transaction. Idempotent: running it twice, or
-    alongside the queued jobs, applies each receipt once (the row lock and status check of
-    `process_c2b_confirmation`, and the payment's unique receipt)."""
+    """Process again the stored callbacks (every kind in DRAINED_KINDS: C2B confirmations, STK,
+    Transaction Status and refund results) that failed, with back-off, or that are still "received"
+    a minute after they arrived (`selectors.callbacks_to_retry`), each through `process_callback`.
+    Idempotent: running it twice, or alongside the workers' drains, applies each result once (row
+    locks and status checks, and the unique receipt or request it settles)."""
     summary = RetrySummary()
-    for callback_id in selectors.callbacks_to_retry(now, limit=limit):
+    for callback_id in selectors.callbacks_to_retry(now, kinds=DRAINED_KINDS, limit=limit):
         summary.picked += 1
-        callback = process_c2b_confirmation(callback_id)
+        callback = process_callback(callback_id)
         status = callback.status if callback is not None else "missing"
         summary.by_status.setdefault(status, []).append(callback_id)
     if summary.picked:
-        logger.info("retried %d stored C2B confirmations: %s", summary.picked, summary.as_dict())
+        logger.info("retried %d stored callbacks: %s", summary.picked, summary.as_dict())
     return summary

@@ -19,7 +19,8 @@ Guarantees:
   an unpaid request is paid; the payment is `record_payment(method="mpesa", source=<shortcode>,
   reference=<MpesaReceiptNumber>)`, unique on the receipt. The STK query does not return the
   receipt: a request paid by the janitor is recorded with its CheckoutRequestID as the reference and
-  a later callback only adds the receipt to the request (the payment is not recorded twice).
+  a later callback only adds the receipt to the request (the payment is not recorded twice), as does
+  the statement import (`reconciliation.stk_payment_for`).
 - **Money is never dropped.** A success callback pays even after the request was expired or failed
   (a late callback); a success callback that matches no request is recorded in suspense.
 - After the payment: an invoice request's money goes to the customer's oldest open invoices
@@ -54,7 +55,7 @@ from wavu.core.models import AuditEvent
 from wavu.core.phones import normalize_msisdn
 from wavu.customers.models import Customer
 from wavu.ledger.selectors import customer_credit
-from wavu.payments.services import FUTURE_TOLERANCE, DuplicateReferenceMismatch, record_payment
+from wavu.payments.services import FUTURE_TOLERANCE, DuplicateReferenceMismatch, clean_amount, record_payment
 from wavu.subscriptions.models import Subscription
 
 from . import channels, daraja, services
@@ -438,11 +439,11 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
     errors: dict[str, list[str]] = {}
     amount = receipt = None
     try:
-        amount = Decimal(_number_text(values.get("Amount")))
-        if not amount.is_finite() or amount <= 0:
-            raise ValueError("not positive")
+        amount = clean_amount(_number_text(values.get("Amount")), field="Amount")
     except (ValueError, ArithmeticError):
         errors["Amount"] = ["Amount must be a positive number"]
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
     receipt = values.get("MpesaReceiptNumber")
     if not isinstance(receipt, str) or not services._TRANS_ID_RE.match(receipt.strip()):
         errors["MpesaReceiptNumber"] = ["MpesaReceiptNumber is required for a successful payment"]
@@ -459,7 +460,7 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
         raise services.BadCallback("bad_metadata", "the callback metadata is incomplete: " + ", ".join(errors), errors)
     return StkResult(
         **result,
-        amount=amount.quantize(Decimal("0.01")),
+        amount=amount,
         receipt=receipt.strip(),
         transaction_date=when,
         phone=phone,
@@ -621,6 +622,8 @@ def _apply_callback(callback: InboundCallback) -> InboundCallback:
             )
         except DuplicateReferenceMismatch as exc:
             return services._finish(callback, CB.MISMATCH, exc.message)
+        except ValidationError as exc:
+            return services._finish(callback, CB.REJECTED, "; ".join(exc.messages))
         status = CB.PROCESSED if created else CB.DUPLICATE
         return services._finish(callback, status, f"no STK request {result.checkout_request_id}: in suspense", payment)
     try:
@@ -636,6 +639,8 @@ def _apply_callback(callback: InboundCallback) -> InboundCallback:
         )
     except DuplicateReferenceMismatch as exc:
         return services._finish(callback, CB.MISMATCH, exc.message)
+    except ValidationError as exc:
+        return services._finish(callback, CB.REJECTED, "; ".join(exc.messages))
     status = CB.PROCESSED if settled.changed else CB.DUPLICATE
     return services._finish(callback, status, f"STK request {request.pk}: {settled.note}", settled.payment)
 

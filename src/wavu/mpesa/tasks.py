@@ -13,16 +13,19 @@ from . import services, stk
 
 @task(name="process-callback", max_attempts=3)
 def process_callback(callback_id: int) -> str:
-    """Process one stored hook request (enqueued when it was stored). A processing failure is recorded
-    on the callback ("failed") and picked up by `retry_callbacks`; the job retries only when even
-    that could not be written (e.g. the database was away)."""
+    """Process one stored hook request. Hooks no longer enqueue this (the worker's drain takes stored
+    callbacks, see `services.drain_callbacks`); it stays so jobs queued by an older version still run,
+    and for scripts that want one callback processed now. A processing failure is recorded on the callback
+    ("failed") and picked up by `retry_callbacks`; the job retries only when even that could not be
+    written (e.g. the database was away)."""
     callback = services.process_callback(callback_id)
     return callback.status if callback is not None else "missing"
 
 
 @task(name="retry-callbacks", max_attempts=1)
 def retry_callbacks() -> dict:
-    """Every minute: process again C2B confirmations that failed (with back-off) or got stuck."""
+    """Every minute: process again stored callbacks (C2B, STK, Transaction Status, refund results)
+    that failed (with back-off) or that no worker has drained a minute after they arrived."""
     return services.retry_callbacks().as_dict()
 
 

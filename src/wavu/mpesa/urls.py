@@ -16,4 +16,8 @@ urlpatterns = [
     path("stk/<str:token>/callback", hooks.stk_callback, name="stk-callback"),
     path("status/<str:token>/result", hooks.status_result, name="status-result"),
     path("status/<str:token>/timeout", hooks.status_timeout, name="status-timeout"),
+    path("b2c/<str:token>/result", hooks.b2c_result, name="b2c-result"),
+    path("b2c/<str:token>/timeout", hooks.b2c_timeout, name="b2c-timeout"),
+    path("reversal/<str:token>/result", hooks.reversal_result, name="reversal-result"),
+    path("reversal/<str:token>/timeout", hooks.reversal_timeout, name="reversal-timeout"),
 ]

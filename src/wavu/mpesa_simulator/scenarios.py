@@ -14,6 +14,11 @@ A *script* decides how one STK push (or one C2B payment) plays out:
 - ``amount``: the amount the callback reports, when it should differ from the request (mismatch tests);
 - C2B only: ``msisdn_form`` (``plain``, ``masked``, ``hashed``), ``first_name``.
 
+B2C payments and reversals ("payouts") take the same keys with their own outcomes
+(:data:`PAYOUT_OUTCOMES`): ``success``, ``insufficient_funds`` 1, ``wrong_initiator`` 2001,
+``not_registered`` 2040, ``queue_timeout`` (the QueueTimeOutURL is called instead of the ResultURL)
+and ``no_callback`` (done, nothing posted).
+
 Scripts are plain dicts on the wire; :func:`parse_script` checks them and fills no defaults, so a
 partial script (``{"outcome": "cancelled"}``) can be layered over the global defaults with
 :func:`merge`.
@@ -48,6 +53,26 @@ WRONG_PARTY_B = ("SFC_IC0003", "The operator does not exist.")
 # code Daraja uses; this one is reported by integrators and is unverified — change it here if needed.
 STATUS_NOT_FOUND = ("R000001", "The transaction receipt number does not exist.")
 STATUS_BAD_INITIATOR = (2001, "The initiator information is invalid.")
+
+# B2C payments and reversals ("payouts"): what M-Pesa does with them. ResultCode None: no result
+# is posted to ResultURL (queue_timeout posts to QueueTimeOutURL instead; no_callback posts nothing).
+PAYOUT_OUTCOMES: dict[str, tuple[int | str | None, str]] = {
+    "success": (0, SUCCESS_DESC),
+    "insufficient_funds": (1, "The balance is insufficient for the transaction."),
+    "wrong_initiator": (2001, "The initiator information is invalid."),
+    "not_registered": (
+        2040,
+        "Credit Party customer type (Unregistered or Registered Customer) can't be supported by the service.",
+    ),
+    "queue_timeout": (None, "The service request timed out."),
+    "no_callback": (None, ""),
+}
+# Reversal of a receipt M-Pesa does not know (or not on that shortcode), and of one already reversed.
+# Reported by integrators, not in the reference notes: unverified — change them here if needed.
+REVERSAL_UNKNOWN = ("R000002", "The OriginalTransactionID is invalid.")
+REVERSAL_ALREADY = ("R000001", "The transaction has already been reversed.")
+# What the QueueTimeOutURL receives (shape from one SDK's schema, unverified).
+TIMEOUT_RESULT = (1, "The service request timed out.")
 
 MSISDN_FORMS = ("plain", "masked", "hashed")
 
@@ -88,8 +113,10 @@ class ScriptError(ValueError):
     """A script with an unknown key, a wrong type or an impossible value."""
 
 
-def parse_script(data: Any, *, where: str = "script") -> dict[str, Any]:
-    """Check a (possibly partial) script and return a clean copy. Raises ScriptError."""
+def parse_script(data: Any, *, where: str = "script", outcomes: dict | None = None) -> dict[str, Any]:
+    """Check a (possibly partial) script and return a clean copy. `outcomes`: the outcomes allowed
+    (default: the STK ones; `PAYOUT_OUTCOMES` for B2C payments and reversals). Raises ScriptError."""
+    outcomes = OUTCOMES if outcomes is None else outcomes
     if not isinstance(data, dict):
         raise ScriptError(f"{where} must be a JSON object")
     clean: dict[str, Any] = {}
@@ -113,8 +140,8 @@ def parse_script(data: Any, *, where: str = "script") -> dict[str, Any]:
             if not isinstance(value, str):
                 raise ScriptError(f"{where}: {key} must be a string")
             clean[key] = value
-    if "outcome" in clean and clean["outcome"] not in OUTCOMES:
-        raise ScriptError(f"{where}: unknown outcome {clean['outcome']!r} (known: {', '.join(OUTCOMES)})")
+    if "outcome" in clean and clean["outcome"] not in outcomes:
+        raise ScriptError(f"{where}: unknown outcome {clean['outcome']!r} (known: {', '.join(outcomes)})")
     if "msisdn_form" in clean and clean["msisdn_form"] not in MSISDN_FORMS:
         raise ScriptError(f"{where}: msisdn_form must be one of {', '.join(MSISDN_FORMS)}")
     if clean.get("amount") == 0:

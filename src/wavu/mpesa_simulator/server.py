@@ -45,6 +45,7 @@ TIMESTAMP_RE = re.compile(r"^\d{14}$")
 URL_KEYWORDS = ("m-pesa", "mpesa", "safaricom", "exe", "exec", "cmd", "sql", "query")
 STK_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
 C2B_COMMANDS = {"CustomerPayBillOnline": "Pay Bill", "CustomerBuyGoodsOnline": "Buy Goods"}
+B2C_COMMANDS = ("BusinessPayment", "SalaryPayment", "PromotionPayment")
 SCRIPT_HEADER = "X-Simulator-Script"
 
 DEFAULT_FAULT_CODES = {
@@ -449,6 +450,139 @@ class SimulatorServer(ThreadingHTTPServer):
         state.update_transaction(conversation_id, status="answered", result_code=result["ResultCode"], callback=payload)
         self.deliver(conversation_id, request["ResultURL"], payload, 1, "status_result")
 
+    # B2C and Reversal ("payouts") ---------------------------------------------------------------------
+
+    def _payout_result(self, record: dict[str, Any], code: Any, desc: str) -> dict[str, Any]:
+        return {
+            "ResultType": 0,
+            "ResultCode": code,
+            "ResultDesc": desc,
+            "OriginatorConversationID": record["originator_conversation_id"],
+            "ConversationID": record["id"],
+            "TransactionID": self.state.new_receipt(),
+        }
+
+    def _post_payout(self, record: dict[str, Any], result: dict[str, Any] | None, status: str, **changes) -> None:
+        """Store the outcome of a payout and post it: the Result to ResultURL, or (queue_timeout) the
+        timeout body to QueueTimeOutURL, or (no_callback) nothing."""
+        script, request = record["script"], record["request"]
+        outcome = script.get("outcome", "success")
+        if outcome == "queue_timeout":
+            code, desc = scenarios.TIMEOUT_RESULT
+            payload = {
+                "Result": {
+                    "ResultType": 1,
+                    "ResultCode": code,
+                    "ResultDesc": desc,
+                    "OriginatorConversationID": record["originator_conversation_id"],
+                    "ConversationID": record["id"],
+                }
+            }
+            self.state.update_transaction(record["id"], status="timed_out", result_code=None, callback=payload)
+            self.schedule_copies(record["id"], request["QueueTimeOutURL"], payload, script, f"{record['kind']}_timeout")
+            return
+        result["ReferenceData"] = {"ReferenceItem": {"Key": "QueueTimeoutURL", "Value": request["QueueTimeOutURL"]}}
+        payload = {"Result": result}
+        self.state.update_transaction(
+            record["id"], status=status, result_code=result["ResultCode"], callback=payload, **changes
+        )
+        if outcome == "no_callback":
+            return
+        self.schedule_copies(record["id"], request["ResultURL"], payload, script, f"{record['kind']}_result")
+
+    def run_b2c(self, conversation_id: str) -> None:
+        state = self.state
+        record = state.transaction(conversation_id)
+        if record is None or record["status"] != "pending":
+            return
+        request, script = record["request"], record["script"]
+        outcome = script.get("outcome", "success")
+        with state.lock:
+            initiator_ok = request["InitiatorName"] == state.config.initiator
+        if outcome == "queue_timeout":
+            self._post_payout(record, None, "timed_out")
+            return
+        code, desc = scenarios.PAYOUT_OUTCOMES.get(outcome) or scenarios.PAYOUT_OUTCOMES["success"]
+        if not initiator_ok:
+            code, desc = scenarios.PAYOUT_OUTCOMES["wrong_initiator"]
+        balance = None
+        if code in (0, None):
+            balance = state.take_b2c_funds(record["amount"])
+            code, desc = (
+                (0, scenarios.SUCCESS_DESC) if balance is not None else scenarios.PAYOUT_OUTCOMES["insufficient_funds"]
+            )
+        result = self._payout_result(record, code, desc)
+        if code != 0:
+            self._post_payout(record, result, "failed", result_desc=desc)
+            return
+        receipt = result["TransactionID"]
+        moment = nairobi_now()
+        result["ResultParameters"] = {
+            "ResultParameter": [
+                {"Key": "TransactionAmount", "Value": record["amount"]},
+                {"Key": "TransactionReceipt", "Value": receipt},
+                {"Key": "B2CRecipientIsRegisteredCustomer", "Value": "Y"},
+                {"Key": "B2CChargesPaidAccountAvailableFunds", "Value": 0},
+                {"Key": "ReceiverPartyPublicName", "Value": f"{record['phone']} - {first_name_for(record['phone'])}"},
+                {"Key": "TransactionCompletedDateTime", "Value": moment.strftime("%d.%m.%Y %H:%M:%S")},
+                {"Key": "B2CUtilityAccountAvailableFunds", "Value": balance},
+                {"Key": "B2CWorkingAccountAvailableFunds", "Value": 0},
+            ]
+        }
+        self._post_payout(record, result, "completed", receipt=receipt, completed_at=stamp(moment))
+
+    def run_reversal(self, conversation_id: str) -> None:
+        state = self.state
+        record = state.transaction(conversation_id)
+        if record is None or record["status"] != "pending":
+            return
+        request, script = record["request"], record["script"]
+        outcome = script.get("outcome", "success")
+        if outcome == "queue_timeout":
+            self._post_payout(record, None, "timed_out")
+            return
+        wanted, party = request["TransactionID"].strip().upper(), digits(request["ReceiverParty"])
+        with state.lock:
+            initiator_ok = request["Initiator"] == state.config.initiator
+            business, till, store = state.config.business_name, state.config.till, state.config.till_store
+            original = state.by_receipt(wanted)
+            code, desc = scenarios.PAYOUT_OUTCOMES.get(outcome) or scenarios.PAYOUT_OUTCOMES["success"]
+            if not initiator_ok:
+                code, desc = scenarios.PAYOUT_OUTCOMES["wrong_initiator"]
+            elif code in (0, None):
+                received_on = (original or {}).get("shortcode")
+                if (
+                    original is None
+                    or original["kind"] not in ("stk", "c2b")
+                    or original["status"] != "completed"
+                    or party not in (received_on, store if received_on == till else received_on)
+                ):
+                    code, desc = scenarios.REVERSAL_UNKNOWN
+                elif original.get("reversed_by"):
+                    code, desc = scenarios.REVERSAL_ALREADY
+                else:
+                    code, desc = 0, scenarios.SUCCESS_DESC
+                    state.update_transaction(original["id"], reversed_by=conversation_id)
+                    balance = state.credit(received_on, -record["amount"])
+            result = self._payout_result(record, code, desc)
+        if code != 0:
+            self._post_payout(record, result, "failed", result_desc=desc)
+            return
+        moment = nairobi_now()
+        payer = original["phone"]
+        result["ResultParameters"] = {
+            "ResultParameter": [
+                {"Key": "DebitAccountBalance", "Value": f"Utility Account|KES|{balance}.00|{balance}.00|0.00|0.00"},
+                {"Key": "Amount", "Value": record["amount"]},
+                {"Key": "TransCompletedTime", "Value": int(stamp(moment))},
+                {"Key": "OriginalTransactionID", "Value": wanted},
+                {"Key": "Charge", "Value": 0},
+                {"Key": "CreditPartyPublicName", "Value": f"{payer} - {first_name_for(payer)}"},
+                {"Key": "DebitPartyPublicName", "Value": f"{party} - {business}"},
+            ]
+        }
+        self._post_payout(record, result, "completed", receipt=result["TransactionID"], completed_at=stamp(moment))
+
 
 # --- request handling --------------------------------------------------------------------------------
 
@@ -554,6 +688,9 @@ class Handler(BaseHTTPRequestHandler):
         "/mpesa/c2b/v1/simulate": "c2b_simulate",
         "/mpesa/c2b/v2/simulate": "c2b_simulate",
         "/mpesa/transactionstatus/v1/query": "transaction_status",
+        "/mpesa/b2c/v1/paymentrequest": "b2c_payment",
+        "/mpesa/b2c/v3/paymentrequest": "b2c_payment",
+        "/mpesa/reversal/v1/request": "reversal",
     }
 
     def _daraja(self, method: str, path: str) -> tuple[int, Any]:
@@ -770,6 +907,119 @@ class Handler(BaseHTTPRequestHandler):
             "ResponseDescription": "Accept the service request successfully.",
         }
 
+    def payout_header_script(self) -> dict[str, Any] | None:
+        raw = self.headers.get(SCRIPT_HEADER)
+        if not raw:
+            return None
+        try:
+            return scenarios.parse_script(json.loads(raw), where=SCRIPT_HEADER, outcomes=scenarios.PAYOUT_OUTCOMES)
+        except (ValueError, scenarios.ScriptError):
+            raise bad_request(SCRIPT_HEADER) from None
+
+    @staticmethod
+    def _text(body: dict[str, Any], name: str, *, required: bool, limit: int = 100) -> str:
+        value = body.get(name)
+        if value is None and not required:
+            return ""
+        if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit:
+            raise bad_request(name)
+        return value
+
+    def b2c_payment(self, body: dict[str, Any], path: str) -> tuple[int, Any]:
+        """B2C (v3 and v1): pay a phone from the B2C shortcode; the Result follows at ResultURL."""
+        state = self.server.state
+        v3 = "/v3/" in path
+        originator = self._text(body, "OriginatorConversationID", required=v3, limit=64)
+        self._text(body, "InitiatorName", required=True)
+        self._text(body, "SecurityCredential", required=True, limit=4096)
+        if body.get("CommandID") not in B2C_COMMANDS:
+            raise bad_request("CommandID")
+        amount = whole_amount(body.get("Amount"), max_amount=state.config.max_amount)
+        if amount is None:
+            raise bad_request("Amount")
+        if digits(body.get("PartyA")) != state.config.b2c_shortcode:
+            raise bad_request("PartyA")
+        msisdn = phone(body.get("PartyB"))
+        if not msisdn:
+            raise bad_request("PartyB")
+        self._text(body, "Remarks", required=True)
+        for name in ("QueueTimeOutURL", "ResultURL"):
+            if not valid_url(body.get(name)):
+                raise bad_request(name)
+        if "Occasion" in body and "Occassion" not in body:  # B2C spells it Occassion
+            raise bad_request("Occassion")
+        self._text(body, "Occassion", required=False)
+        script = state.payout_script(self.payout_header_script())
+        generated, conversation = state.new_conversation_ids()
+        record = {
+            "id": conversation,
+            "kind": "b2c",
+            "status": "pending",
+            "originator_conversation_id": originator or generated,
+            "amount": amount,
+            "phone": msisdn,
+            "script": script,
+            "request": body,
+            "receipt": None,
+            "result_code": None,
+        }
+        state.add_transaction(record)
+        self.server.later(script.get("delay", 0.0), self.server.run_b2c, conversation)
+        return 200, {
+            "ConversationID": conversation,
+            "OriginatorConversationID": record["originator_conversation_id"],
+            "ResponseCode": "0",
+            "ResponseDescription": "Accept the service request successfully.",
+        }
+
+    def reversal(self, body: dict[str, Any], path: str) -> tuple[int, Any]:
+        """Reversal of a C2B/STK receipt; the Result follows at ResultURL (unknown or already reversed
+        receipts fail there, as Daraja does, not here)."""
+        state = self.server.state
+        self._text(body, "Initiator", required=True)
+        self._text(body, "SecurityCredential", required=True, limit=4096)
+        if body.get("CommandID") != "TransactionReversal":
+            raise bad_request("CommandID")
+        receipt = self._text(body, "TransactionID", required=True, limit=20)
+        amount = whole_amount(body.get("Amount"), max_amount=state.config.max_amount)
+        if amount is None:
+            raise bad_request("Amount")
+        if digits(body.get("ReceiverParty")) not in state.config.shortcodes():
+            raise bad_request("ReceiverParty")
+        if digits(body.get("RecieverIdentifierType")) != "11":  # Daraja's spelling, value "11"
+            raise bad_request("RecieverIdentifierType")
+        for name in ("QueueTimeOutURL", "ResultURL"):
+            if not valid_url(body.get(name)):
+                raise bad_request(name)
+        self._text(body, "Remarks", required=True)
+        self._text(body, "Occasion", required=False)
+        original = state.by_receipt(receipt.strip().upper())
+        paid = (original or {}).get("paid_amount") or (original or {}).get("amount")
+        if paid is not None and amount > paid:
+            raise bad_request("Amount")
+        script = state.payout_script(self.payout_header_script())
+        originator, conversation = state.new_conversation_ids()
+        state.add_transaction(
+            {
+                "id": conversation,
+                "kind": "reversal",
+                "status": "pending",
+                "originator_conversation_id": originator,
+                "amount": amount,
+                "script": script,
+                "request": body,
+                "receipt": None,
+                "result_code": None,
+            }
+        )
+        self.server.later(script.get("delay", 0.0), self.server.run_reversal, conversation)
+        return 200, {
+            "OriginatorConversationID": originator,
+            "ConversationID": conversation,
+            "ResponseCode": "0",
+            "ResponseDescription": "Accept the service request successfully.",
+        }
+
     # control API ------------------------------------------------------------------------------------------
 
     def control_body(self) -> Any:
@@ -817,6 +1067,8 @@ class Handler(BaseHTTPRequestHandler):
                 return 200, {"queued": 0}
             if segments[:1] == ["phones"]:
                 return self._phones(method, segments[1:])
+            if segments[:1] == ["payouts"]:
+                return self._payouts(method, segments[1:])
             if route == ("POST", "stk") and len(segments) == 3:
                 return self._stk_action(segments[1], segments[2])
             if route == ("POST", "c2b") and segments[1:] == ["pay"]:
@@ -861,6 +1113,39 @@ class Handler(BaseHTTPRequestHandler):
                 removed = state.config.phones.pop(rest[0], None)
             return 200, {"phone": rest[0], "removed": removed is not None}
         raise ControlError(f"{method} not allowed here", status=405, code="method_not_allowed")
+
+    def _payouts(self, method: str, rest: list[str]) -> tuple[int, Any]:
+        """Queue scripts for the next B2C payments / reversals, or post a payout's result again."""
+        server, state = self.server, self.server.state
+        if rest == ["next"] and method == "DELETE":
+            with state.lock:
+                state.next_payout_scripts.clear()
+            return 200, {"queued": 0}
+        if rest == ["next"] and method == "POST":
+            body = self.control_body()
+            count = body.pop("count", 1) if isinstance(body, dict) else 1
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1000:
+                raise ControlError("count must be a whole number between 1 and 1000")
+            script = scenarios.parse_script(body, outcomes=scenarios.PAYOUT_OUTCOMES)
+            with state.lock:
+                state.next_payout_scripts.extend(dict(script) for _ in range(count))
+                return 200, {"queued": len(state.next_payout_scripts)}
+        if len(rest) == 2 and rest[1] == "resend" and method == "POST":
+            record = state.transaction(rest[0])
+            if record is None or record["kind"] not in ("b2c", "reversal"):
+                raise ControlError("no such B2C payment or reversal", status=404, code="not_found")
+            if record["status"] == "pending":
+                raise ControlError("it is still pending", status=409, code="not_settled")
+            body = self.control_body()
+            if not isinstance(body, dict):
+                raise ControlError("the body must be a JSON object")
+            script = scenarios.merge({"copies": 1, "copy_interval": 0.2}, scenarios.parse_script(body))
+            timed_out = record["status"] == "timed_out"
+            url = record["request"]["QueueTimeOutURL" if timed_out else "ResultURL"]
+            purpose = f"{record['kind']}_{'timeout' if timed_out else 'result'}"
+            server.schedule_copies(record["id"], url, record["callback"], script, purpose)
+            return 200, {"resent": script["copies"]}
+        raise ControlError("use POST|DELETE /simulator/payouts/next or POST /simulator/payouts/<id>/resend", status=404)
 
     def _stk_action(self, checkout_id: str, action: str) -> tuple[int, Any]:
         server, state = self.server, self.server.state
@@ -991,12 +1276,13 @@ def describe(server: SimulatorServer) -> dict[str, Any]:
             "till_store_number": config.till_store,
             "till_number": config.till,
             "initiator": config.initiator,
+            "b2c_shortcode": config.b2c_shortcode,
         },
         "daraja": ["GET /oauth/v1/generate?grant_type=client_credentials", *sorted(Handler.ROUTES)],
         "control": [
             "GET /simulator/config",
             "POST /simulator/config",
-            "GET /simulator/transactions[?kind=stk|c2b|status]",
+            "GET /simulator/transactions[?kind=stk|c2b|status|b2c|reversal]",
             "GET /simulator/transactions/<id or receipt>",
             "POST /simulator/reset",
             "POST /simulator/next",
@@ -1007,9 +1293,13 @@ def describe(server: SimulatorServer) -> dict[str, Any]:
             "POST /simulator/stk/<CheckoutRequestID>/resolve",
             "POST /simulator/stk/<CheckoutRequestID>/resend",
             "POST /simulator/c2b/pay",
+            "POST /simulator/payouts/next",
+            "DELETE /simulator/payouts/next",
+            "POST /simulator/payouts/<ConversationID>/resend",
             "POST /simulator/tokens/expire",
             "GET|POST|DELETE /simulator/faults",
         ],
         "outcomes": {name: code for name, (code, _) in scenarios.OUTCOMES.items()},
+        "payout_outcomes": {name: code for name, (code, _) in scenarios.PAYOUT_OUTCOMES.items()},
         "phones": config.phones,
     }

@@ -51,12 +51,15 @@ class Config:
     msisdn_form: str = "masked"  # C2B v2 MSISDN: masked ("2547 ***** 149"), hashed (SHA-256 hex) or plain
     strict_urls: bool = True  # refuse C2B URLs with the keywords Safaricom refuses
     max_amount: int = 250_000
+    b2c_shortcode: str = "600996"  # the B2C (bulk disbursement) shortcode: PartyA of a B2C payment
+    b2c_balance: int = 1_000_000  # shillings in the B2C utility account; a payment above it fails (ResultCode 1)
     default_script: dict[str, Any] = field(default_factory=lambda: dict(scenarios.DEFAULT_SCRIPT))
     phones: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(scenarios.MAGIC_PHONES))
 
     BOOL_FIELDS = ("validation", "strict_urls")
     NUMBER_FIELDS = ("callback_timeout", "validation_timeout", "no_callback_pending")
     INT_FIELDS = ("token_ttl", "max_amount")
+    BALANCE_FIELDS = ("b2c_balance",)
     TEXT_FIELDS = (
         "consumer_key",
         "consumer_secret",
@@ -67,6 +70,7 @@ class Config:
         "initiator",
         "business_name",
         "msisdn_form",
+        "b2c_shortcode",
     )
 
     def as_dict(self) -> dict[str, Any]:
@@ -88,6 +92,9 @@ class Config:
             elif key in self.INT_FIELDS:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise ValueError(f"{key} must be a whole number ≥ 1")
+            elif key in self.BALANCE_FIELDS:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{key} must be a whole number ≥ 0")
             elif key in self.TEXT_FIELDS:
                 if not isinstance(value, str) or not value:
                     raise ValueError(f"{key} must be a non-empty string")
@@ -156,6 +163,7 @@ class State:
         self.receipts: dict[str, str] = {}  # M-Pesa receipt / TransID -> transaction id
         self.registrations: dict[str, dict[str, Any]] = {}  # shortcode -> C2B URLs
         self.next_scripts: list[dict[str, Any]] = []
+        self.next_payout_scripts: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []
         self.balances: dict[str, int] = {}
         self.sequence = 0
@@ -277,6 +285,22 @@ class State:
         with self.lock:
             queued = self.next_scripts.pop(0) if queued and self.next_scripts else None
             return scenarios.merge(self.config.default_script, self.config.phones.get(msisdn), queued, header_script)
+
+    def payout_script(self, header_script: dict[str, Any] | None) -> dict[str, Any]:
+        """The script of a B2C payment or reversal: the default delays and copies with outcome
+        "success" < the next queued payout script < the per-request header."""
+        with self.lock:
+            queued = self.next_payout_scripts.pop(0) if self.next_payout_scripts else None
+            base = {k: v for k, v in self.config.default_script.items() if k != "outcome"}
+            return scenarios.merge(base, {"outcome": "success"}, queued, header_script)
+
+    def take_b2c_funds(self, amount: int) -> int | None:
+        """Debit the B2C utility account; the new balance, or None (nothing taken) when it is too low."""
+        with self.lock:
+            if amount > self.config.b2c_balance:
+                return None
+            self.config.b2c_balance -= amount
+            return self.config.b2c_balance
 
     def take_fault(self, path: str) -> dict[str, Any] | None:
         with self.lock:

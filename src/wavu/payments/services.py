@@ -12,6 +12,8 @@ Books (see the ledger's chart in `wavu.ledger.accounts`), one journal entry per 
 - allocation (money applied to an invoice): Dr 2200 / Cr 1100 receivables, both with the customer;
   a negative allocation (undo) is the mirror image;
 - refund: Dr 2200 (customer) / Cr the refund method's account;
+- cancelled refund (money that never left, e.g. an M-Pesa B2C payment that failed): the mirror of
+  the refund entry (`cancel_refund`);
 - reversal of a mistaken payment: the mirror of its payment entry (and of its matching entry).
 
 Locks, always in this order and always short: the customer row (one money lock per account, so
@@ -19,7 +21,8 @@ payments, allocations, credit-note releases and refunds of one customer never in
 payment rows ordered by pk, then invoice rows ordered by pk.
 
 Invariants kept by every function here: invoice.amount_paid == sum of its allocations;
-payment.amount_allocated == sum of its allocations; payment.amount_refunded == sum of its refunds;
+payment.amount_allocated == sum of its allocations; payment.amount_refunded == sum of its refunds
+that were not cancelled;
 a customer's 2200 balance == -(sum over their received payments of amount - allocated - refunded).
 """
 
@@ -88,10 +91,10 @@ def clean_amount(value: object, currency: str = "KES", *, field: str = "amount")
     places = MINOR_UNITS.get(currency, 2)
     if amount <= 0:
         raise ValidationError({field: [f"the amount must be more than zero, got {amount}"]})
+    if amount > MAX_AMOUNT:  # before rounding: 1e30 cannot be rounded to cents in 28 digits
+        raise ValidationError({field: [f"the amount {amount} is more than the largest accepted ({MAX_AMOUNT})"]})
     if amount != amount.quantize(quantum(currency)):
         raise ValidationError({field: [f"{currency} amounts have at most {places} decimal places, got {amount}"]})
-    if amount > MAX_AMOUNT:
-        raise ValidationError({field: [f"the amount {amount} is more than the largest accepted ({MAX_AMOUNT})"]})
     return amount.quantize(quantum(currency))
 
 
@@ -345,14 +348,19 @@ def record_payment(
             kind=JournalEntry.Kind.PAYMENT,
             source=payment,
             lines=[ledger.debit(METHOD_ACCOUNT[payment.method], payment.amount), credit_line],
-            memo=f"{payment.get_method_display()} payment {payment.reference}"
-            + ("" if customer_id else " (unmatched, in suspense)"),
+            memo=payment_memo(payment),
             currency=payment.currency,
         )
         audit.record(payment, AuditEvent.Action.CREATE, verb="record_payment")
         _allocate(payment)
         _after_money_in(customer_id)
     return payment, True
+
+
+def payment_memo(payment: Payment) -> str:
+    """The memo of a payment's journal entry."""
+    suffix = "" if payment.customer_id else " (unmatched, in suspense)"
+    return f"{payment.get_method_display()} payment {payment.reference}{suffix}"
 
 
 def _after_money_in(customer_id: int | None) -> None:
@@ -676,3 +684,35 @@ def _same_refund(existing: Refund, payment: Payment, amount: Decimal) -> Refund:
             fields={"reference": ["already used"]},
         )
     return existing
+
+
+def cancel_refund(refund: Refund, *, reason: str) -> JournalEntry:
+    """Give a refund's money back to the customer's credit because it never left (an M-Pesa B2C
+    payment that failed); returns the mirror entry.
+
+    Exactly once: writes the mirror of the refund's entry (kind reversal, sourced by the refund, so the
+    database refuses a second one) and lowers the payment's amount_refunded; a refund already
+    cancelled returns its mirror entry and changes nothing. The money is then applied to the
+    customer's open invoices like any credit. The Refund row itself is immutable and stays: the
+    mirror entry is what marks it cancelled. Locks the customer, then the payment row. Audited.
+    """
+    reason = _clean_reason(reason)
+    with transaction.atomic():
+        payment = _lock_payment_with_customer(refund.payment_id)
+        entry = JournalEntry.objects.get(
+            source_type=refund._meta.label_lower, source_id=str(refund.pk), kind=JournalEntry.Kind.REFUND
+        )
+        mirror = JournalEntry.objects.filter(reverses=entry).first()
+        if mirror is not None:
+            return mirror
+        mirror = ledger.reverse_entry(
+            entry, source=refund, memo=f"Refund {refund.reference} cancelled, credit given back: {reason}"[:200]
+        )
+        before = audit.snapshot(payment)
+        payment.amount_refunded -= refund.amount
+        Payment.objects.filter(pk=payment.pk).update(amount_refunded=payment.amount_refunded)
+        audit.record(refund, AuditEvent.Action.UPDATE, verb="cancel_refund", reason=reason)
+        audit.record(payment, AuditEvent.Action.UPDATE, before=before, verb="cancel_refund", reason=reason)
+        _allocate(payment)
+        _after_money_in(payment.customer_id)
+    return mirror

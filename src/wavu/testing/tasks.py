@@ -15,7 +15,7 @@ from unittest import mock
 
 from django.db import connections
 
-from wavu.core.tasks import WavuWorker
+from wavu.core.tasks import WavuWorker, drain_once
 
 _WORKER_MODULE = "django_tasks_db.management.commands.db_worker"
 
@@ -29,10 +29,21 @@ def _close_old_connections_outside_transactions(**kwargs) -> None:
 
 
 def run_queued_tasks(max_tasks: int | None = None, *, queue_names: list[str] | None = None) -> int:
-    """Run the job records that are ready (at most `max_tasks`) in this thread; returns how many ran."""
+    """Drain stored inbound work (as the worker's drainer thread does, `core.tasks.drain_once`) and
+    run the job records that are ready (at most `max_tasks`) in this thread, until neither has
+    anything left; returns how many jobs ran plus how many stored items were drained."""
     if max_tasks == 0:
         return 0
-    worker = WavuWorker(queue_names=queue_names or ["*"], interval=0, batch=True, max_tasks=max_tasks)
-    with mock.patch(f"{_WORKER_MODULE}.close_old_connections", _close_old_connections_outside_transactions):
-        worker.run()
-    return worker.tasks_run
+    jobs = drained_total = 0
+    while True:
+        drained = drain_once()
+        drained_total += drained
+        left = None if max_tasks is None else max_tasks - jobs
+        if left == 0:
+            return jobs + drained_total
+        worker = WavuWorker(queue_names=queue_names or ["*"], interval=0, batch=True, max_tasks=left)
+        with mock.patch(f"{_WORKER_MODULE}.close_old_connections", _close_old_connections_outside_transactions):
+            worker.run()
+        jobs += worker.tasks_run
+        if not drained and not worker.tasks_run:
+            return jobs + drained_total

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from wavu.ledger.models import JournalEntry
@@ -68,7 +74,7 @@ def test_one_confirmation_posted_20_times_at_once_then_processed_side_by_side_is
 
     results, errors = side_by_side(*[functools.partial(services.process_c2b_confirmation, pk) for pk in ids])
     assert errors == []
-    run_queued_tasks()  # the jobs the hook queued find everything done
+    assert run_queued_tasks() == 0  # a worker's drain finds everything done
 
     payment = Payment.objects.get()
     assert payment.customer == customer and payment.amount == Decimal("1500.00")
@@ -77,3 +83,103 @@ def test_one_confirmation_posted_20_times_at_once_then_processed_side_by_side_is
     assert set(InboundCallback.objects.values_list("payment", flat=True)) == {payment.pk}
     assert JournalEntry.objects.filter(kind="payment").count() == 1
     assert customer_balance(customer.pk) == Decimal("-1500.00") and trial_balance()["balanced"]
+
+
+def _store(channel, payload) -> InboundCallback:
+    return services.store_callback(
+        channel,
+        InboundCallback.Kind.C2B_CONFIRMATION,
+        services.HookRequest(method="POST", body=json.dumps(payload).encode(), headers={}, source_ip=SAFARICOM_IP),
+    )
+
+
+def test_four_workers_draining_side_by_side_in_small_batches_credit_every_receipt_once(reference_data):
+    customers = [CustomerFactory() for _ in range(3)]  # valid account numbers (check digit)
+    invoices = [issued_invoice(c, "1000") for c in customers]
+    channel = make_channel()
+    rng = random.Random(11)
+    payloads = [
+        c2b_payload(TransID=f"SLD{i:07d}", BillRefNumber=customers[i % 3].account_number, TransAmount=f"{100 + i}.00")
+        for i in range(60)
+    ]
+    deliveries = payloads + [rng.choice(payloads) for _ in range(20)]
+    rng.shuffle(deliveries)
+    for payload in deliveries:
+        _store(channel, payload)
+
+    def worker():
+        taken = 0
+        while batch := services.drain_callbacks(limit=7):
+            taken += batch
+        return taken
+
+    results, errors = side_by_side(worker, worker, worker, worker)
+
+    assert errors == [] and sum(results) == 80
+    assert Payment.objects.count() == 60 and JournalEntry.objects.filter(kind="payment").count() == 60
+    statuses = sorted(InboundCallback.objects.values_list("status", flat=True))
+    assert statuses == ["duplicate"] * 20 + ["processed"] * 60
+    for i, customer in enumerate(customers):
+        paid = sum(Decimal(p["TransAmount"]) for p in payloads if p["BillRefNumber"] == customer.account_number)
+        assert customer_balance(customer.pk) == Decimal("1000.00") - paid
+        invoices[i].refresh_from_db()
+        assert invoices[i].status == "paid" and invoices[i].amount_paid == Decimal("1000.00")
+        assert sum(a.amount for a in invoices[i].allocations.all()) == Decimal("1000.00")
+    assert trial_balance()["balanced"]
+
+
+_KILLED_WORKER = """
+import sys, time
+import django
+django.setup()
+from wavu.mpesa import services
+from wavu.payments import bulk
+
+write = bulk.record_payments
+
+def write_then_hang(receipts):
+    results = write(receipts)
+    print("written, not committed", flush=True)
+    time.sleep(120)
+    return results
+
+bulk.record_payments = write_then_hang
+services.drain_callbacks()
+"""
+
+
+def test_a_worker_killed_after_writing_the_payment_but_before_committing_leaves_it_to_the_next_drain_once(
+    reference_data,
+):
+    customer = CustomerFactory(account_number="10008")
+    invoice = issued_invoice(customer, "1500")
+    callback = _store(make_channel(), PAYLOAD)
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "wavu.settings"}
+
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WORKER], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = worker.stdout.readline()
+        assert line.strip() == "written, not committed", worker.stderr.read()
+        worker.send_signal(signal.SIGKILL)  # kill -9: no clean-up, the connection just drops
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+    callback.refresh_from_db()
+    assert callback.status == "received" and callback.attempts == 0
+    assert not Payment.objects.exists() and not JournalEntry.objects.filter(kind="payment").exists()
+
+    assert services.drain_callbacks() == 1
+    assert services.drain_callbacks() == 0
+
+    callback.refresh_from_db()
+    payment = Payment.objects.get()
+    assert (callback.status, callback.payment, callback.attempts) == ("processed", payment, 1)
+    assert JournalEntry.objects.filter(kind="payment").count() == 1
+    invoice.refresh_from_db()
+    assert invoice.status == "paid" and customer_balance(customer.pk) == Decimal("0.00")

@@ -18,10 +18,10 @@ from wavu.ledger.selectors import customer_balance, trial_balance
 from wavu.mpesa import services
 from wavu.mpesa import tasks as mpesa_tasks
 from wavu.mpesa.models import InboundCallback
+from wavu.payments import bulk
 from wavu.payments.models import Payment
 from wavu.schedule import SCHEDULE
 from wavu.testing.factories import CustomerFactory
-from wavu.testing.tasks import run_queued_tasks
 
 from .test_c2b_hooks import c2b_payload, make_channel, pay_by_paybill, post, trans_time, work
 
@@ -58,12 +58,11 @@ def payload(**overrides) -> dict:
 
 
 def stored_but_never_processed(client, channel, capture, body) -> InboundCallback:
-    """The web process stored and acknowledged the confirmation, then died before its job was
-    enqueued: the on-commit hooks are thrown away."""
-    with capture(execute=False):
+    """The web process stored and acknowledged the confirmation; no worker has drained it yet (none
+    running, or the one that took it died before committing)."""
+    with capture(execute=True):
         response = post(client, channel, body)
     assert response.status_code == 200
-    assert run_queued_tasks() == 0
     return InboundCallback.objects.order_by("pk").last()
 
 
@@ -125,13 +124,27 @@ def test_processing_a_callback_again_changes_nothing(
 # --- a process killed between storing and processing --------------------------------------------------------
 
 
-def test_a_confirmation_stored_but_never_processed_is_applied_exactly_once_by_the_retry_job(
+def test_a_stored_confirmation_waits_in_the_store_until_a_worker_drains_it_and_two_drains_apply_it_once(
     client, channel, wanjiku, clock_at_noon, django_capture_on_commit_callbacks
 ):
     callback = stored_but_never_processed(client, channel, django_capture_on_commit_callbacks, payload())
     assert callback.status == "received" and not Payment.objects.exists()
 
-    assert services.retry_callbacks().picked == 0  # it may still be on its way through the queue
+    assert services.drain_callbacks() == 1
+    assert services.drain_callbacks() == 0  # a second worker finds nothing left
+
+    callback.refresh_from_db()
+    payment = Payment.objects.get()
+    assert (callback.status, callback.payment, callback.attempts) == ("processed", payment, 1)
+    assert payment.customer == wanjiku and JournalEntry.objects.filter(kind="payment").count() == 1
+
+
+def test_a_confirmation_no_worker_drained_is_applied_exactly_once_by_the_retry_job(
+    client, channel, wanjiku, clock_at_noon, django_capture_on_commit_callbacks
+):
+    callback = stored_but_never_processed(client, channel, django_capture_on_commit_callbacks, payload())
+
+    assert services.retry_callbacks().picked == 0  # a worker's drain normally takes it within a second
 
     clock_at_noon.move_to(NOON + dt.timedelta(seconds=61))
     first = services.retry_callbacks()
@@ -145,15 +158,14 @@ def test_a_confirmation_stored_but_never_processed_is_applied_exactly_once_by_th
     assert JournalEntry.objects.filter(kind="payment").count() == 1
 
 
-def test_a_late_job_after_the_retry_already_applied_the_callback_changes_nothing(
+def test_a_drain_after_the_retry_already_applied_the_callback_changes_nothing(
     client, channel, wanjiku, clock_at_noon, django_capture_on_commit_callbacks
 ):
-    with django_capture_on_commit_callbacks(execute=True):
-        post(client, channel, payload())  # the job is queued but the worker is slow
+    stored_but_never_processed(client, channel, django_capture_on_commit_callbacks, payload())
     clock_at_noon.move_to(NOON + dt.timedelta(minutes=2))
     services.retry_callbacks()
 
-    assert work(django_capture_on_commit_callbacks) >= 1  # the queued job finally runs
+    assert work(django_capture_on_commit_callbacks) == 0  # the worker finally looks: nothing left
     assert Payment.objects.count() == 1
     assert InboundCallback.objects.get().attempts == 1
 
@@ -179,10 +191,10 @@ def test_the_retry_job_is_scheduled_every_minute_and_runs_through_the_worker(
 def test_a_failed_processing_is_recorded_and_retried_with_back_off(
     client, channel, wanjiku, clock_at_noon, monkeypatch, django_capture_on_commit_callbacks
 ):
-    def database_hiccup(**kwargs):
+    def database_hiccup(receipts):
         raise RuntimeError("connection reset by peer")
 
-    monkeypatch.setattr(services, "record_payment", database_hiccup)
+    monkeypatch.setattr(bulk, "record_payments", database_hiccup)
     pay_by_paybill(client, channel, django_capture_on_commit_callbacks, payload())
 
     callback = InboundCallback.objects.get()
@@ -206,10 +218,10 @@ def test_retries_stop_after_the_configured_number_of_attempts(
 ):
     settings.WAVU = {**settings.WAVU, "CALLBACK_MAX_ATTEMPTS": 3}
 
-    def broken(**kwargs):
+    def broken(receipts):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(services, "record_payment", broken)
+    monkeypatch.setattr(bulk, "record_payments", broken)
     pay_by_paybill(client, channel, django_capture_on_commit_callbacks, payload())
     for hours in range(1, 6):
         clock_at_noon.move_to(NOON + dt.timedelta(hours=hours))
@@ -229,13 +241,14 @@ def test_a_stored_body_that_can_never_be_processed_is_rejected_not_retried(chann
     assert services.retry_callbacks().picked == 0
 
 
-def test_only_c2b_confirmations_are_retried(client, channel, clock_at_noon):
+def test_the_retry_job_takes_every_kind_awaiting_processing_but_never_validations(client, channel, clock_at_noon):
     post(client, channel, {"Body": {"stkCallback": {"CheckoutRequestID": "ws_CO_1"}}}, "stk-callback")
     post(client, channel, c2b_payload(), "c2b-validation")
     clock_at_noon.move_to(NOON + dt.timedelta(hours=1))
+
+    assert services.retry_callbacks().as_dict() == {"picked": 1, "rejected": 1}  # the STK callback has no ResultCode
     assert services.retry_callbacks().picked == 0
-    # STK callbacks are processed by `mpesa.stk` (its janitor retries stuck ones); this one has no ResultCode.
-    assert services.process_callback(InboundCallback.objects.get(kind="stk_callback").pk).status == "rejected"
+    assert InboundCallback.objects.get(kind="c2b_validation").status == "processed"  # answered when it came
 
 
 # --- what is kept ------------------------------------------------------------------------------------------

@@ -69,6 +69,16 @@ def test_a_till_keeps_its_store_number_and_till_number():
     assert channels.secrets_set(till) == dict.fromkeys(channels.SECRET_FIELDS, False)
 
 
+def test_a_till_that_would_reject_every_buy_goods_payment_is_refused_and_nothing_written():
+    with pytest.raises(ValidationError) as caught:
+        channels.create_channel(
+            name="Shop", kind="till", shortcode="600100", till_number="600101", validation="reject_unknown"
+        )
+
+    assert "no account number" in caught.value.message_dict["validation"][0]
+    assert not PaymentChannel.objects.exists()
+
+
 def test_a_second_channel_with_the_same_shortcode_is_a_field_error():
     paybill()
     with pytest.raises(ValidationError) as caught:

@@ -20,7 +20,7 @@ from django.test import Client
 
 from wavu.ledger.models import JournalEntry
 from wavu.mpesa.daraja import DarajaClient
-from wavu.mpesa.models import InboundCallback
+from wavu.mpesa.models import InboundCallback, StkRequest
 from wavu.mpesa.reconciliation import (
     StatementFormatError,
     apply_status_result,
@@ -31,6 +31,7 @@ from wavu.mpesa.reconciliation import (
 from wavu.mpesa.services import MPESA_TIME_ZONE
 from wavu.mpesa.tests.test_c2b_hooks import c2b_payload, make_channel, pay_by_paybill
 from wavu.payments.models import Payment
+from wavu.payments.services import record_payment
 from wavu.testing.factories import CustomerFactory
 
 pytestmark = pytest.mark.django_db
@@ -116,6 +117,48 @@ def test_a_receipt_the_hook_already_delivered_is_already_known_and_not_credited_
     assert "SKN1AAAA01" not in receipts(report.recorded_matched)
     assert Payment.objects.filter(reference="SKN1AAAA01").count() == 1
     assert JournalEntry.objects.filter(kind="payment").count() == 4  # 01 from the hook, 02, 04, 09 from the statement
+
+
+def stk_paid_by_query(channel, customer, checkout: str, amount: str, started: dt.datetime) -> StkRequest:
+    """An STK push whose callback was lost: the janitor's query paid it, under its CheckoutRequestID."""
+    payment, _ = record_payment(
+        method="mpesa", source=channel.shortcode, reference=checkout, amount=amount, customer=customer,
+        received_at=started + dt.timedelta(minutes=1),
+    )  # fmt: skip
+    return StkRequest.objects.create(
+        channel=channel, purpose="topup", customer=customer, phone="254712345678", amount=Decimal(amount),
+        account_reference=customer.account_number, description="Top up", checkout_request_id=checkout,
+        status="paid", payment=payment, created_at=started, settled_at=started + dt.timedelta(minutes=2),
+    )  # fmt: skip
+
+
+def test_a_receipt_an_stk_push_paid_by_query_already_recorded_is_known_not_credited_again(channel, wanjiku, statement):
+    # SKN1AAAA01: KES 1,500 completed 23-11-2026 09:12:40, pushed a minute earlier; the callback never came
+    started = dt.datetime(2026, 11, 23, 9, 11, 40, tzinfo=MPESA_TIME_ZONE)
+    request = stk_paid_by_query(channel, wanjiku, "ws_CO_23112026091140", "1500.00", started)
+
+    report = import_statement(channel, statement)
+
+    assert [(i.receipt, i.detail) for i in report.already_known] == [("SKN1AAAA01", f"payment {request.payment_id}")]
+    assert not Payment.objects.filter(reference="SKN1AAAA01").exists()
+    assert all("ws_CO_23112026091140" not in i.detail for i in report.missing_from_statement)
+    request.refresh_from_db()
+    assert request.receipt == "SKN1AAAA01"  # the receipt is now on the request, so the next import finds it
+    assert import_statement(channel, statement).newly_recorded == 0
+    assert Payment.objects.filter(customer=wanjiku).count() == 3  # the STK push (= 01), 02 and 09
+
+
+def test_two_stk_pushes_paid_by_query_that_could_be_one_receipt_are_left_to_a_person(channel, wanjiku, statement):
+    started = dt.datetime(2026, 11, 23, 9, 5, tzinfo=MPESA_TIME_ZONE)
+    stk_paid_by_query(channel, wanjiku, "ws_CO_A", "1500.00", started)
+    stk_paid_by_query(channel, wanjiku, "ws_CO_B", "1500.00", started + dt.timedelta(minutes=3))
+
+    report = import_statement(channel, statement)
+
+    [doubt] = [i for i in report.mismatches if i.receipt == "SKN1AAAA01"]
+    assert "match it by hand" in doubt.detail
+    assert not Payment.objects.filter(reference="SKN1AAAA01").exists()
+    assert not StkRequest.objects.exclude(receipt="").exists()
 
 
 def test_the_same_receipt_with_another_amount_is_flagged_and_nothing_is_applied(channel, wanjiku, statement):

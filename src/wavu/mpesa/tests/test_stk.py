@@ -22,6 +22,7 @@ from wavu.mpesa import daraja, services, stk
 from wavu.mpesa.models import InboundCallback, PaymentChannel, StkRequest
 from wavu.mpesa.tests.test_c2b_hooks import SAFARICOM_IP, hook_url
 from wavu.payments.models import Allocation, Payment
+from wavu.payments.services import record_payment
 from wavu.payments.tests.factories import issued_invoice
 from wavu.subscriptions.models import Status as SubStatus
 from wavu.testing.factories import CustomerFactory, PlanFactory, SubscriptionFactory
@@ -229,8 +230,7 @@ def test_a_paid_or_void_invoice_cannot_be_asked_for(fake, channel, invoice):
 def test_a_plan_purchase_asks_for_the_price_less_the_credit_the_account_can_spend(fake, channel, wanjiku):
     plan = PlanFactory(kind=Plan.Kind.PREPAID, with_price=Decimal("1000.00"))
     service = SubscriptionFactory(customer=wanjiku, plan=plan, status="pending")
-    record = services.record_payment
-    record(method="cash", reference="C1", amount="300.00", customer=wanjiku)
+    record_payment(method="cash", reference="C1", amount="300.00", customer=wanjiku)
 
     request = push(fake, "purchase", subscription=service)
 

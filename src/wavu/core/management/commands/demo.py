@@ -10,6 +10,7 @@ registered with it, so a payment made at the simulator reaches Wavu's hooks like
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import urllib.request
@@ -64,6 +65,9 @@ class Command(BaseCommand):
         token = self.ensure_demo_user()
         channel = self.ensure_demo_channel()
         base = f"http://{browser_host(options['host'])}:{options['port']}"
+        if "WAVU_PUBLIC_URL" not in os.environ:
+            # callback URLs registered with the simulator must reach this demo's port (children inherit it)
+            os.environ["WAVU_PUBLIC_URL"] = settings.WAVU_PUBLIC_URL = f"http://127.0.0.1:{options['port']}"
         self.print_banner(base, token)
         if options["no_serve"]:
             return
