@@ -12,7 +12,16 @@ C2B (issue 4, benchmarks/c2b.py): on PostgreSQL, --c2b-n documented C2B confirma
 deliveries) through the HTTP hook under gunicorn with `wavu worker` processes: acknowledgement p50/p99,
 end-to-end confirmations per second, zero double credits; baseline: /healthz under the same server and
 client. Target (2-core machine): ≥ 500 confirmations/s. Written to var/bench/c2b-<timestamp>.json.
-`--bench billing,c2b` picks the benchmarks (default both).
+RADIUS (issue 5, benchmarks/radius_auth.py): on PostgreSQL, 100,000 active services projected into
+FreeRADIUS's tables; FreeRADIUS 3.2 on the configuration `wavu radius-config` generates answers PAP
+Access-Requests at a fixed concurrency, against the same FreeRADIUS answering the same requests from
+a flat users file, in the same run: requests/s, p50/p99, the ratio. Target (2-core machine): ≥ 2,000
+authentications/s with p99 < 20 ms. Written to var/bench/radius-auth-<timestamp>.json.
+Skipped, with the reason, when FreeRADIUS is not installed.
+Usage (issue 5, benchmarks/usage.py): on PostgreSQL, interim updates turned into usage per second with
+--usage-n open sessions (default 100,000), against the rate of FreeRADIUS's stock interim UPDATE of the
+same rows in the same run. Target (2-core machine): ≥ 5,000/s. Written to var/bench/usage-<timestamp>.json.
+`--bench billing,c2b,radius,usage` picks the benchmarks (default all four).
 """
 
 from __future__ import annotations
@@ -131,8 +140,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Wavu benchmarks")
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated N (default 10000,100000)")
     parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--bench", default="billing,c2b", help="comma-separated: billing, c2b (default both)")
+    parser.add_argument("--bench", default="billing,c2b,radius,usage", help="comma-separated: billing, c2b, "
+                        "radius, usage (default all)")  # fmt: skip
     parser.add_argument("--c2b-n", type=int, default=20000, help="unique C2B confirmations (default 20000)")
+    parser.add_argument("--usage-n", type=int, default=100000, help="open sessions, usage bench (default 100000)")
+    parser.add_argument("--radius-n", type=int, default=60000, help="measured Access-Requests (default 60000)")
+    parser.add_argument("--radius-users", type=int, default=100000, help="RADIUS users (default 100000)")
+    parser.add_argument("--radius-concurrency", type=int, default=32, help="outstanding Access-Requests (default 32)")
     parser.add_argument(
         "--pg-url", default=os.environ.get("PG_BENCH_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     )
@@ -140,9 +154,9 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     databases = [d.strip() for d in args.databases.split(",") if d.strip()]
     benches = {b.strip() for b in args.bench.split(",") if b.strip()}
-    unknown = benches - {"billing", "c2b"}
+    unknown = benches - {"billing", "c2b", "radius", "usage"}
     if unknown:
-        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from billing, c2b")
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from billing, c2b, radius, usage")
     started = dt.datetime.now()
     out_dir = ROOT / "var" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +175,30 @@ def main(argv=None) -> int:
         print("\n".join(c2b.report(result)))
         if result is not None:
             path = out_dir / f"c2b-{started:%Y%m%d-%H%M%S}.json"
+            path.write_text(
+                json.dumps({"started": started.isoformat(), "machine": machine, "result": result}, indent=2)
+            )
+            print(f"\nwritten to {path.relative_to(ROOT)}")
+    if "radius" in benches:
+        import radius_auth  # benchmarks/ is on sys.path when this file runs as a script
+
+        result = radius_auth.radius_bench(
+            args.pg_url, users=args.radius_users, n=args.radius_n, concurrency=args.radius_concurrency
+        )
+        print("\n".join(radius_auth.report(result)))
+        if result is not None:
+            path = out_dir / f"radius-auth-{started:%Y%m%d-%H%M%S}.json"
+            path.write_text(
+                json.dumps({"started": started.isoformat(), "machine": machine, "result": result}, indent=2)
+            )
+            print(f"\nwritten to {path.relative_to(ROOT)}")
+    if "usage" in benches:
+        import usage  # benchmarks/ is on sys.path when this file runs as a script
+
+        result = usage.usage_bench(args.pg_url, sessions=args.usage_n)
+        print("\n".join(usage.report(result)))
+        if result is not None:
+            path = out_dir / f"usage-{started:%Y%m%d-%H%M%S}.json"
             path.write_text(
                 json.dumps({"started": started.isoformat(), "machine": machine, "result": result}, indent=2)
             )

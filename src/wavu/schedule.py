@@ -28,11 +28,17 @@ SCHEDULE: list[Periodic] = [
     Periodic("retry-callbacks", "wavu.mpesa.tasks.retry_callbacks", every=timedelta(minutes=1)),
     Periodic("stk-janitor", "wavu.mpesa.tasks.stk_janitor", every=timedelta(seconds=30)),
     Periodic("prune-job-records", "wavu.core.tasks.prune_job_records_job", at=time(3, 30)),
+    # RADIUS (issue 5): every service's rows compared with its projection; drift repaired and reported.
+    Periodic("radius-reconcile", "wavu.network.tasks.reconcile_radius", every=timedelta(minutes=15)),
+    # Usage (issue 5): radacct's counters into per-service usage, stale sessions closed, quotas checked.
+    Periodic("usage-ingest", "wavu.network.tasks.ingest_usage", every=timedelta(minutes=1)),
 ]
 
 # Drains: stored inbound work that every `wavu worker` processes continuously, in batches, as soon as
 # it arrives (`wavu.core.tasks.Drainer`): a dotted path to a function that takes one batch and
 # returns how many items it took. Each must be safe to run in several workers at once.
 DRAINS: list[str] = [
-    "wavu.mpesa.services.drain_callbacks",  # M-Pesa hook requests: C2B confirmations, STK and status results
+    "wavu.mpesa.services.drain_callbacks",  # M-Pesa hook requests: C2B confirmations, STK and other results
+    "wavu.network.writer.drain_sync_requests",  # services whose RADIUS rows must follow a lifecycle change
+    "wavu.hotspot.services.drain_first_logins",  # vouchers seen in radacct: start their clock, lock the MAC
 ]

@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     "wavu.billing",
     "wavu.payments",
     "wavu.mpesa",
+    "wavu.network",
+    "wavu.hotspot",
 ]
 
 MIDDLEWARE = [
@@ -157,6 +159,7 @@ SPECTACULAR_SETTINGS = {
         "PaymentMethodEnum": "wavu.payments.models.Method",
         "JournalEntryKindEnum": "wavu.ledger.models.JournalEntry.Kind",
         "AccountTypeEnum": "wavu.ledger.models.Account.Type",
+        "NasTypeEnum": "wavu.network.models.Nas.Type",
     },
 }
 
@@ -222,4 +225,20 @@ WAVU = {
     "TASK_RESULTS_KEEP_DAYS": int(os.environ.get("WAVU_TASK_RESULTS_KEEP_DAYS", "30")),
     "FAILED_TASK_RESULTS_KEEP_DAYS": int(os.environ.get("WAVU_FAILED_TASK_RESULTS_KEEP_DAYS", "90")),
     "WORKER_STALE_SECONDS": int(os.environ.get("WAVU_WORKER_STALE_SECONDS", "120")),
+    # RADIUS (docs/network.md): what an expired or suspended customer gets, "walled_garden" (accepted
+    # into an address list at a throttled rate, which the router redirects to the payment page) or
+    # "reject"; the walled garden's group, address list, rate and session length; the accounting
+    # interim interval; the address pool for services without a static IP (empty: the router's
+    # profile decides); the longest session in seconds (0: none); services per reconciliation batch.
+    "RADIUS_LAPSED_ACCESS": os.environ.get("WAVU_RADIUS_LAPSED_ACCESS", "walled_garden").strip().lower(),
+    "RADIUS_WALLED_GARDEN_GROUP": os.environ.get("WAVU_RADIUS_WALLED_GARDEN_GROUP", "wavu-walled-garden"),
+    "RADIUS_WALLED_GARDEN_ADDRESS_LIST": os.environ.get("WAVU_RADIUS_WALLED_GARDEN_ADDRESS_LIST", "wavu-unpaid"),
+    "RADIUS_WALLED_GARDEN_RATE_LIMIT": os.environ.get("WAVU_RADIUS_WALLED_GARDEN_RATE_LIMIT", "256k/256k"),
+    "RADIUS_WALLED_GARDEN_SESSION_TIMEOUT": int(os.environ.get("WAVU_RADIUS_WALLED_GARDEN_SESSION_TIMEOUT", "900")),
+    "RADIUS_INTERIM_INTERVAL": int(os.environ.get("WAVU_RADIUS_INTERIM_INTERVAL", "300")),
+    "RADIUS_FRAMED_POOL": os.environ.get("WAVU_RADIUS_FRAMED_POOL", ""),
+    "RADIUS_SESSION_TIMEOUT": int(os.environ.get("WAVU_RADIUS_SESSION_TIMEOUT", "86400")),
+    "RADIUS_RECONCILE_BATCH": int(os.environ.get("WAVU_RADIUS_RECONCILE_BATCH", "1000")),
 }
+if WAVU["RADIUS_LAPSED_ACCESS"] not in ("walled_garden", "reject"):
+    raise ImproperlyConfigured("WAVU_RADIUS_LAPSED_ACCESS must be walled_garden or reject.")

@@ -11,13 +11,25 @@ from wavu.billing import api as billing_api
 from wavu.catalog import api as catalog_api
 from wavu.core.tasks import worker_health
 from wavu.customers import api as customers_api
+from wavu.hotspot import api as hotspot_api
 from wavu.ledger import api as ledger_api
 from wavu.mpesa import api as mpesa_api
+from wavu.network import api as network_api
 from wavu.payments import api as payments_api
 from wavu.subscriptions import api as subscriptions_api
 
 router = DefaultRouter()
-for module in (customers_api, catalog_api, subscriptions_api, billing_api, payments_api, ledger_api, mpesa_api):
+for module in (
+    customers_api,
+    catalog_api,
+    subscriptions_api,
+    billing_api,
+    payments_api,
+    ledger_api,
+    mpesa_api,
+    network_api,
+    hotspot_api,
+):
     module.register(router)
 
 

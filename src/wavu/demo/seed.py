@@ -48,6 +48,7 @@ from wavu.core.tax import TaxClass
 from wavu.customers.models import Customer
 from wavu.customers.services import ACCOUNT_SEQUENCE, ACCOUNT_SEQUENCE_START, clean_customer_data
 from wavu.ledger import selectors as ledger_selectors
+from wavu.network.signals import request_syncs
 from wavu.payments import selectors as payment_selectors
 from wavu.payments import services as payments
 from wavu.payments.models import Method, Payment, Refund
@@ -971,6 +972,7 @@ class DemoSeeder:
                 )
         SubscriptionAddOn.objects.bulk_create(addon_rows, batch_size=BULK_BATCH)
         LifecycleEvent.objects.bulk_create(events, batch_size=BULK_BATCH)
+        request_syncs(row.pk for row in rows)  # bulk_create sends no signals: RADIUS is asked here
         self._bulk_audit(rows, "create_subscription", lambda row: row.created_at)
         self.summary.subscriptions = Counter(row.status for row in rows)
 

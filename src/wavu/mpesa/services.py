@@ -384,6 +384,8 @@ def drain_callbacks(*, limit: int = DRAIN_BATCH) -> int:
     batch claims its rows with SELECT … FOR UPDATE SKIP LOCKED on PostgreSQL (SQLite serialises
     writers), and every step re-checks the status under the lock.
     """
+    if not InboundCallback.objects.filter(status=Status.RECEIVED, kind__in=DRAINED_KINDS).exists():
+        return 0  # a read, not a write transaction: on SQLite an idle drain must not take the write lock
     taken = process_confirmations(limit=limit)
     others = list(
         InboundCallback.objects.filter(status=Status.RECEIVED, attempts=0, kind__in=DRAINED_KINDS)

@@ -38,7 +38,7 @@ def test_asking_for_a_run_queues_it_and_the_worker_bills_the_day(api):
         assert response.status_code == 202, response.content
         assert response.json()["run_date"] == "2026-12-01" and response.json()["job"]
         assert not Invoice.objects.exists()  # queued, not run in the request
-        assert run_queued_tasks() == 1
+        assert run_queued_tasks() >= 1  # the billing run (and the RADIUS syncs its services asked for)
 
     listed = api.get("/api/v1/billing-runs/").json()["results"]
     assert len(listed) == 1

@@ -186,7 +186,7 @@ def test_overdue_grace_suspended_then_paid_is_active_again_within_one_task_run(
 
     world.at(local(2026, 12, 14, 9))
     pay(sub.customer, "2999.00", "RC-1214", django_capture_on_commit_callbacks)
-    assert run_queued_tasks() == 1  # one task run: the after-payment job
+    assert run_queued_tasks() == 2  # one task run: the after-payment job, then the resumed service's RADIUS sync
 
     sub.refresh_from_db()
     assert (sub.status, sub.suspension_cause) == (Status.ACTIVE, "")

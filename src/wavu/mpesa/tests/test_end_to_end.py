@@ -85,12 +85,12 @@ def pay_at_the_simulator(server: SimulatorServer, **body) -> dict:
         expected = 2 if record["status"] == "completed" else 1
         return record if record["status"] != "pending" and len(record["deliveries"]) >= expected else None
 
-    record = wait_until(finished, timeout=10.0)
+    record = wait_until(finished, timeout=30.0)
     assert record, server.state.transaction(trans_id)
     return record
 
 
-def work_until(predicate, timeout: float = 10.0):
+def work_until(predicate, timeout: float = 30.0):
     """Run the worker's queue until `predicate()` is true (or the time is up); returns its last value."""
     deadline = time.monotonic() + timeout
     while True:

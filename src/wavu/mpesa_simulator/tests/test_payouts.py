@@ -4,6 +4,7 @@ posted to ResultURL (or the timeout body to QueueTimeOutURL), as scripted."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -267,7 +268,17 @@ def test_the_control_api_lists_payouts_and_describes_the_new_endpoints(sim, dara
     daraja.post("/mpesa/b2c/v3/paymentrequest", b2c_body(receiver))
     receiver.wait_for(RESULT)
 
-    listed = call("GET", sim.base_url + "/simulator/transactions?kind=b2c")[1]["transactions"]
+    def listed_once_delivered():  # the simulator records the delivery just after the receiver answers
+        deadline = time.monotonic() + 10
+        while True:
+            found = call("GET", sim.base_url + "/simulator/transactions?kind=b2c")[1]["transactions"]
+            if (
+                found and found[0]["deliveries"] and found[0]["deliveries"][0]["status"]
+            ) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+    listed = listed_once_delivered()
     described = call("GET", sim.base_url + "/simulator")[1]
 
     assert [(t["kind"], t["status"], t["amount"]) for t in listed] == [("b2c", "completed", 10)]
