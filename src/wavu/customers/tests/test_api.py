@@ -1,21 +1,19 @@
 """The customers API as the back office and integrators use it."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from wavu.core.models import AuditEvent
 from wavu.customers import services
 from wavu.customers.models import Customer
+from wavu.testing.api import staff_client
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def api():
-    client = APIClient()
-    client.force_authenticate(get_user_model().objects.create_user("support", password="x", is_staff=True))
-    return client
+    return staff_client("support")
 
 
 def test_support_opens_an_account_and_gets_its_account_number(api):

@@ -8,7 +8,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
-from rest_framework.test import APIClient
 
 from wavu.cli import normalize_command_name
 from wavu.ledger import accounts
@@ -16,6 +15,7 @@ from wavu.ledger import services as ledger
 from wavu.ledger.models import JournalEntry, Posting
 from wavu.payments import services as payments
 from wavu.payments.tests.factories import issued_invoice
+from wavu.testing.api import staff_client
 from wavu.testing.factories import CustomerFactory
 
 pytestmark = pytest.mark.django_db
@@ -23,9 +23,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def api():
-    client = APIClient()
-    client.force_authenticate(get_user_model().objects.create_user("finance", password="x", is_staff=True))
-    return client
+    return staff_client("finance")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 from wavu.core.models import AuditEvent
 from wavu.mpesa import channels, daraja
 from wavu.mpesa.models import AccessToken, PaymentChannel
+from wavu.testing.api import staff_client
 
 pytestmark = pytest.mark.django_db
 
@@ -27,9 +28,7 @@ SECRETS = {
 
 @pytest.fixture
 def api():
-    client = APIClient()
-    client.force_authenticate(get_user_model().objects.create_user("ops", password="x", is_staff=True))
-    return client
+    return staff_client("ops")
 
 
 def create(api, **fields):

@@ -29,6 +29,7 @@ from wavu.mpesa.tests.test_stk_janitor import running_simulator  # noqa: F401
 from wavu.mpesa_simulator.tests.support import call
 from wavu.payments.models import Payment, Refund
 from wavu.payments.tests.factories import issued_invoice
+from wavu.testing.api import staff_client
 from wavu.testing.factories import CustomerFactory
 from wavu.testing.tasks import run_queued_tasks
 
@@ -37,9 +38,7 @@ URL = "/api/v1/refund-requests/"
 
 @pytest.fixture
 def api(db):
-    client = APIClient()
-    client.force_authenticate(get_user_model().objects.create_user("ops", password="x", is_staff=True))
-    return client
+    return staff_client("ops")
 
 
 @pytest.fixture

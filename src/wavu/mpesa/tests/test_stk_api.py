@@ -18,6 +18,7 @@ from wavu.mpesa.tests.test_stk import FakeDaraja, deliver, make_channel, stk_bod
 from wavu.mpesa.tests.test_stk_janitor import running_simulator, simulator_channel  # noqa: F401
 from wavu.payments.models import Payment
 from wavu.payments.tests.factories import issued_invoice
+from wavu.testing.api import staff_client
 from wavu.testing.factories import CustomerFactory
 from wavu.testing.tasks import run_queued_tasks
 
@@ -26,9 +27,7 @@ URL = "/api/v1/payment-requests/"
 
 @pytest.fixture
 def api(db):
-    client = APIClient()
-    client.force_authenticate(get_user_model().objects.create_user("ops", password="x", is_staff=True))
-    return client
+    return staff_client("ops")
 
 
 @pytest.fixture

@@ -4,13 +4,13 @@ format, nothing written on bad input), the admin, and the audit trail without se
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from rest_framework.test import APIClient
 
 from wavu.core.models import AuditEvent
 from wavu.network import services
 from wavu.network.models import Nas, NasProfile
+from wavu.testing.api import staff_client
 
 pytestmark = pytest.mark.django_db
 
@@ -20,9 +20,7 @@ SECRET = "Kasarani-core-7f3Q9x!vRt"
 
 @pytest.fixture
 def api():
-    client = APIClient()
-    client.force_authenticate(get_user_model().objects.create_user("noc", password="x", is_staff=True))
-    return client
+    return staff_client("noc")
 
 
 def create(api, **fields):
