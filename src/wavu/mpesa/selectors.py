@@ -160,7 +160,11 @@ def match_account_reference(text: str) -> ReferenceMatch:
     customer = find_by_account_reference(raw)
     if customer is not None:
         return ReferenceMatch(customer, "account_number", f"account number {customer.account_number}")
+    return _match_beyond_account_number(raw)
 
+
+def _match_beyond_account_number(raw: str) -> ReferenceMatch:
+    """Rules 2–4 of `match_account_reference` for a non-blank reference that is no account number."""
     compact = re.sub(r"[\s\-_/.]", "", raw).lstrip("#").upper()
     invoice_match = _INVOICE_RE.match(compact)
     if invoice_match and int(invoice_match.group(1)) > 0:
@@ -200,8 +204,11 @@ def match_account_references(texts) -> dict[str, ReferenceMatch]:
     found = {}
     for text in texts:
         customer = customers.get(numbers.get(text))
+        raw = (text or "").strip()
         if customer is not None:
             found[text] = ReferenceMatch(customer, "account_number", f"account number {customer.account_number}")
+        elif raw:  # the account numbers were all looked up above: only the other rules are left
+            found[text] = _match_beyond_account_number(raw)
         else:
             found[text] = match_account_reference(text)
     return found
