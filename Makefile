@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: demo test test-sqlite test-postgres lint format bench clean
+.PHONY: demo test test-sqlite test-postgres test-moved-clock lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,22 @@ test-sqlite: $(STAMP)
 test-postgres: $(STAMP)
 	@echo "=== test suite on PostgreSQL ==="
 	DATABASE_URL="$${DATABASE_URL:-$(PG_TEST_URL)}" $(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The suite with the machine's clock moved (Debian's faketime; .ci/run calls this after `make test`): a
+# year ahead for the whole suite on SQLite, and onto 29 February 2028 for the tests that run on the real
+# clock (`wall_clock`: FreeRADIUS, worker processes) and the apps whose rules turn on dates.
+# Every other test runs on a pinned clock (conftest.py), so this catches what escapes the pin.
+# The monotonic clock stays real: libfaketime shifts it too, and then every timed wait in Python
+# (threading's Condition.wait) computes its deadline a year away and hangs.
+FAKETIME := env -u DATABASE_URL FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f
+MOVED_CLOCK_SUBSET ?= src/wavu/core src/wavu/hotspot src/wavu/network src/wavu/subscriptions
+test-moved-clock: $(STAMP)
+	@command -v faketime >/dev/null || { echo "faketime is missing: apt-get install faketime"; exit 1; }
+	@echo "=== test suite on SQLite, the clock a year ahead ==="
+	$(FAKETIME) '+365d' $(BIN)/pytest -q -p no:randomly $(PYTEST_ARGS)
+	@echo "=== real-clock tests and $(MOVED_CLOCK_SUBSET) on SQLite, on 29 February 2028 ==="
+	$(FAKETIME) '@2028-02-29 12:00:00' $(BIN)/pytest -q -p no:randomly \
+		$(MOVED_CLOCK_SUBSET) $$(grep -rl --include='test_*.py' 'mark.wall_clock' src) $(PYTEST_ARGS)
 
 # Benchmarks (not part of `make test`): seeds fresh SQLite and PostgreSQL databases of 10,000 and
 # 100,000 customers and measures the billing run against the raw insert rate. BENCH_ARGS="--sizes 10000".

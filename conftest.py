@@ -1,7 +1,17 @@
-"""Shared pytest fixtures. The suite runs on SQLite and, in the same `make test`, on PostgreSQL."""
+"""Shared pytest fixtures. The suite runs on SQLite and, in the same `make test`, on PostgreSQL.
+
+Every test runs on a pinned clock (`_pinned_clock`), so no test depends on the day it is run.
+"""
+
+import datetime as dt
 
 import pytest
+import time_machine
 from django.db import connection
+
+# The instant every test starts at, unless it says otherwise with `@pytest.mark.clock(...)`. An
+# ordinary Monday morning in Nairobi; scenario tests travel from here (or from their own marker).
+PINNED_NOW = dt.datetime(2026, 12, 7, 6, 0, tzinfo=dt.UTC)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -12,6 +22,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "postgres_only" in item.keywords and not on_postgres:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _pinned_clock(request):
+    """Start every test at a fixed instant, with the clock ticking from there.
+
+    `@pytest.mark.clock(instant)` (an aware datetime) picks another start; `@pytest.mark.wall_clock`
+    leaves the real clock for tests whose other processes (FreeRADIUS, a `wavu worker` subprocess)
+    read the real time: such a test must compute every instant from `clock.now()`. `make test` runs
+    part of the suite with the machine's clock moved (faketime, in .ci/run) to keep both kinds honest.
+    """
+    if request.node.get_closest_marker("wall_clock"):
+        yield
+        return
+    marker = request.node.get_closest_marker("clock")
+    instant = marker.args[0] if marker else PINNED_NOW
+    with time_machine.travel(instant, tick=True):
+        yield
 
 
 @pytest.fixture

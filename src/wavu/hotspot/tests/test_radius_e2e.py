@@ -15,7 +15,7 @@ from wavu.network.tests.support import NAS_SECRET, radius_database, require_free
 
 from .support import hotspot_plan, session_start
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.wall_clock]  # FreeRADIUS reads the real clock
 
 FIRST_DEVICE, OTHER_DEVICE = "AA:BB:CC:DD:EE:01", "AA:BB:CC:DD:EE:99"
 

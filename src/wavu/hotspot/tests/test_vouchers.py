@@ -27,9 +27,9 @@ from wavu.testing.factories import CustomerFactory
 
 from .support import check_rows, hotspot_plan, reply_rows, session_start
 
-pytestmark = pytest.mark.django_db
-
 NOW = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+
+pytestmark = [pytest.mark.django_db, pytest.mark.clock(NOW)]
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from .support import (
     running_freeradius,
 )
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.wall_clock]  # FreeRADIUS reads the real clock
 
 METHODS = ("pap", "chap")
 

@@ -27,7 +27,7 @@ from wavu.testing.tasks import run_queued_tasks
 from .coa_listener import listening_nas
 from .support import NAS_SECRET, radius_database, require_freeradius, running_freeradius
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.wall_clock]  # FreeRADIUS reads the real clock
 
 MIB = 1024 * 1024
 GIGAWORD = 2**32
