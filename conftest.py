@@ -42,6 +42,33 @@ def _pinned_clock(request):
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flush_lifts_row_protections():
+    """A transactional test ends with Django's flush, which empties every table with DELETE on SQLite
+    (TRUNCATE on PostgreSQL, which row triggers do not see). The append-only triggers (the journal,
+    payments, the audit trail) refuse those DELETEs, so the flush lifts them and puts them back."""
+    from django.db import connections
+
+    from wavu.core.db import drop_row_protections, install_row_protections
+
+    if connections["default"].vendor != "sqlite":
+        yield
+        return
+    operations = type(connections["default"].ops)
+    original = operations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        drop_row_protections(self.connection.alias)
+        try:
+            original(self, sql_list)
+        finally:
+            install_row_protections(self.connection.alias)
+
+    operations.execute_sql_flush = execute_sql_flush
+    yield
+    operations.execute_sql_flush = original
+
+
 @pytest.fixture
 def reference_data(db):
     """Tax rates and the chart of accounts (data migrations' rows vanish in transactional tests)."""

@@ -160,6 +160,7 @@ SPECTACULAR_SETTINGS = {
         "JournalEntryKindEnum": "wavu.ledger.models.JournalEntry.Kind",
         "AccountTypeEnum": "wavu.ledger.models.Account.Type",
         "NasTypeEnum": "wavu.network.models.Nas.Type",
+        "SecretStatusEnum": "wavu.mpesa.channels.SECRET_STATES",
     },
 }
 

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db.models.signals import post_migrate, pre_migrate
 
 
@@ -14,3 +15,11 @@ class CoreConfig(AppConfig):
         # declarations after every migrate (see core/db.py). Connected once, for the core app only.
         pre_migrate.connect(drop_row_protections, sender=self, dispatch_uid="wavu_drop_row_protections")
         post_migrate.connect(install_row_protections, sender=self, dispatch_uid="wavu_install_row_protections")
+
+        from . import audit
+
+        # Auditing, not business logic: every session login, failed login and logout leaves an audit
+        # event (core/audit.py, "sign-ins"). Token-authenticated API requests are not logins.
+        user_logged_in.connect(audit.on_user_logged_in, dispatch_uid="wavu_audit_login")
+        user_login_failed.connect(audit.on_user_login_failed, dispatch_uid="wavu_audit_login_failed")
+        user_logged_out.connect(audit.on_user_logged_out, dispatch_uid="wavu_audit_logout")

@@ -2,6 +2,12 @@
 
 Who acted comes from a context variable: the web middleware sets the user and source address for
 a request; jobs and commands wrap their work in `acting_as("job:billing-run")`.
+
+Sign-ins are audited too: Django's `user_logged_in`, `user_login_failed` and `user_logged_out` signals
+(connected in `core.apps`) each append one event (verbs `login`, `login_failed`, `logout`) with the
+user name given, the source address and the user agent; never a password. They cover every session
+login (the admin's and any other `django.contrib.auth.login`); a token-authenticated API request is
+not a login and writes none.
 """
 
 from __future__ import annotations
@@ -115,6 +121,66 @@ def save_if_changed(instance: models.Model, before: dict, *, verb: str, reason: 
     instance.save()
     record(instance, AuditEvent.Action.UPDATE, before=before, after=snapshot(instance), verb=verb, reason=reason)
     return True
+
+
+# --- sign-ins ---------------------------------------------------------------------------------------------
+
+LOGIN, LOGIN_FAILED, LOGOUT = "login", "login_failed", "logout"
+_USER_AGENT_MAX = 300
+
+
+def _request_origin(request) -> tuple[str | None, str]:
+    meta = getattr(request, "META", None) or {}
+    return (meta.get("REMOTE_ADDR") or None), str(meta.get("HTTP_USER_AGENT") or "")[:_USER_AGENT_MAX]
+
+
+def record_sign_in(verb: str, *, request=None, user=None, username: str = "") -> AuditEvent:
+    """Append one sign-in event (`login`, `login_failed` or `logout`) for `user` (None when the name
+    given matches nobody). Stores the name given, the address and the user agent; nothing else of
+    what was typed."""
+    from django.contrib.auth import get_user_model
+
+    source_ip, user_agent = _request_origin(request)
+    if user is not None:
+        username = user.get_username()
+    username = username[:200]
+    label = f"user:{username}" if verb != LOGIN_FAILED else "anonymous"
+    return AuditEvent.objects.create(
+        at=clock.now(),
+        actor=user if verb != LOGIN_FAILED and getattr(user, "pk", None) else None,
+        actor_label=label[:120],
+        source_ip=source_ip,
+        action=AuditEvent.Action.ACTION,
+        verb=verb,
+        object_type=get_user_model()._meta.label_lower,
+        object_id=str(user.pk) if getattr(user, "pk", None) else "",
+        object_repr=username,
+        before=None,
+        after={"username": username, "user_agent": user_agent},
+    )
+
+
+def on_user_logged_in(sender, request, user, **kwargs) -> None:
+    """`user_logged_in` receiver: one `login` event."""
+    record_sign_in(LOGIN, request=request, user=user)
+
+
+def on_user_logged_out(sender, request, user, **kwargs) -> None:
+    """`user_logged_out` receiver: one `logout` event (nothing when nobody was signed in)."""
+    if user is not None and getattr(user, "pk", None):
+        record_sign_in(LOGOUT, request=request, user=user)
+
+
+def on_user_login_failed(sender, credentials, request=None, **kwargs) -> None:
+    """`user_login_failed` receiver: one `login_failed` event with the user name tried (the other
+    credentials, the password among them, are never read)."""
+    from django.contrib.auth import get_user_model
+
+    model = get_user_model()
+    username = credentials.get(model.USERNAME_FIELD) or credentials.get("username") or ""
+    username = username if isinstance(username, str) else ""
+    user = model._default_manager.filter(**{model.USERNAME_FIELD: username}).first() if username else None
+    record_sign_in(LOGIN_FAILED, request=request, user=user, username=username)
 
 
 def history(instance: models.Model):

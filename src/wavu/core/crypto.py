@@ -1,10 +1,16 @@
 """Secrets at rest: provider credentials are stored encrypted (Fernet: AES-128-CBC + HMAC-SHA256).
 
-The key comes from `WAVU_ENCRYPTION_KEY` (a Fernet key, `wavu generate-encryption-key`… or any
-44-character url-safe base64 of 32 bytes); without it, one is derived from `SECRET_KEY` with HKDF, so
-a demo works out of the box, but then rotating SECRET_KEY makes stored secrets unreadable — set
-WAVU_ENCRYPTION_KEY in production. A value that cannot be decrypted raises `SecretUnreadable`
-(never returns garbage).
+The key comes from `WAVU_ENCRYPTION_KEY` (a Fernet key: any 44-character url-safe base64 of 32 bytes,
+e.g. from `generate_key()`; docs/configuration.md shows the command); without it, one is derived from
+`SECRET_KEY` with HKDF, so a demo works out of the box, but then rotating SECRET_KEY makes stored
+secrets unreadable — set WAVU_ENCRYPTION_KEY in production. A value that cannot be decrypted
+raises `SecretUnreadable` (never returns garbage).
+
+A lost key must not lock staff out, so a model field reading such a value (`core.fields.
+EncryptedTextField`) gives an `UnreadableSecret` instead of raising: the row loads, pages that list
+it work, code can ask `is_unreadable(value)` and say so, and saving the row writes the stored
+ciphertext back unchanged (putting the old key back makes it readable again). Using it as text
+raises `SecretUnreadable`, so it can never be sent anywhere in place of the real secret.
 """
 
 from __future__ import annotations
@@ -22,6 +28,38 @@ PREFIX = "enc1:"
 
 class SecretUnreadable(Exception):
     """A stored secret could not be decrypted with the configured key."""
+
+
+class UnreadableSecret:
+    """A stored secret that the current key cannot decrypt (a field's value, see the module docstring).
+
+    Truthy (something is stored), equal only to an UnreadableSecret of the same stored text, and not
+    text: `str()` or formatting it raises `SecretUnreadable`."""
+
+    __slots__ = ("stored",)
+
+    def __init__(self, stored: str):
+        self.stored = stored
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, UnreadableSecret) and other.stored == self.stored
+
+    def __hash__(self) -> int:
+        return hash(("UnreadableSecret", self.stored))
+
+    def __str__(self) -> str:
+        raise SecretUnreadable("the secret cannot be decrypted with this WAVU_ENCRYPTION_KEY / SECRET_KEY")
+
+    def __repr__(self) -> str:
+        return "<UnreadableSecret>"
+
+
+def is_unreadable(value) -> bool:
+    """True when `value` is a stored secret the current key cannot decrypt."""
+    return isinstance(value, UnreadableSecret)
 
 
 @functools.lru_cache(maxsize=4)

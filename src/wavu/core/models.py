@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.db import models
 
+from .db import RowProtection
 from .tax import TaxClass, TaxKind
 
 
@@ -41,7 +42,8 @@ class Sequence(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Who changed what, when, from where, before and after. Append-only; kept with the books."""
+    """Who changed what, when, from where, before and after; staff logins, failed logins and logouts.
+    Append-only (database triggers, `ROW_PROTECTIONS` below); kept with the books."""
 
     class Action(models.TextChoices):
         CREATE = "create", "created"
@@ -68,6 +70,15 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label} {self.verb or self.action} {self.object_repr}"
+
+
+# Database triggers (installed after every migrate, see core/db.py): the audit trail is append-only,
+# like the books it explains. Nothing in Wavu updates or deletes an audit event.
+_AUDIT_APPEND_ONLY = "immutable: the audit trail is append-only"
+ROW_PROTECTIONS = [
+    RowProtection("audit_event_no_update", "core_auditevent", "UPDATE", message=_AUDIT_APPEND_ONLY),
+    RowProtection("audit_event_no_delete", "core_auditevent", "DELETE", message=_AUDIT_APPEND_ONLY),
+]
 
 
 class ScheduledRun(models.Model):

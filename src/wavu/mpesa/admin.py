@@ -2,9 +2,11 @@
 callback store and STK push requests (all read-only), and refund requests (reversals and B2C refunds).
 
 A channel's secrets are write-only password inputs: the form never renders a stored value; leaving one
-empty keeps it, ticking "clear" removes it. The callback URLs to register with Daraja are shown
-read-only; actions register the C2B URLs with Daraja and rotate the hook token. Access tokens show when
-they expire, never the token. Stored callbacks are evidence: nothing is added, changed or deleted here.
+empty keeps it, ticking "clear" removes it. A secret stored under an encryption key Wavu no longer has
+is shown as unreadable, with a warning on the list and the form: typing a new value replaces it. The
+callback URLs to register with Daraja are shown read-only; actions register the C2B URLs with Daraja
+and rotate the hook token. Access tokens show when they expire, never the token. Stored callbacks are
+evidence: nothing is added, changed or deleted here.
 
 Refund requests are read-only once made. "Add" asks for one (a reversal of a payment, or a B2C refund of
 a customer's credit, with a reason) through `mpesa.refunds`, which calls Daraja: that page is saved
@@ -14,6 +16,7 @@ Actions resolve timed-out requests as completed or failed after staff checked th
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -61,12 +64,16 @@ class PaymentChannelForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        status = channels.secrets_status(self.instance) if self.instance.pk else {}
         for name in channels.SECRET_FIELDS:
             self.initial[name] = ""
-            if self.instance.pk and getattr(self.instance, name):
-                self.fields[name].help_text = (
-                    (self.fields[name].help_text or "") + " (set; leave empty to keep)"
-                ).strip()
+            if status.get(name) == channels.UNREADABLE:
+                note = " (unreadable with the current encryption key: enter it again)"
+            elif status.get(name) == channels.SET:
+                note = " (set; leave empty to keep)"
+            else:
+                continue
+            self.fields[name].help_text = ((self.fields[name].help_text or "") + note).strip()
 
     def clean(self):
         data = super().clean()
@@ -124,10 +131,32 @@ class PaymentChannelAdmin(admin.ModelAdmin):
     def secrets_status(self, obj):
         if not obj.pk:
             return "-"
-        return ", ".join(
-            f"{name.replace('_', ' ')}: {'set' if is_set else 'not set'}"
-            for name, is_set in channels.secrets_set(obj).items()
-        )
+        return ", ".join(f"{name.replace('_', ' ')}: {state}" for name, state in channels.secrets_status(obj).items())
+
+    def _warn_unreadable(self, request, channel_list) -> None:
+        for channel in channel_list:
+            unreadable = channels.unreadable_secrets(channel)
+            if unreadable:
+                names = ", ".join(name.replace("_", " ") for name in unreadable)
+                self.message_user(
+                    request,
+                    f"{channel}: the stored {names} cannot be decrypted with the current encryption key "
+                    "(SECRET_KEY or WAVU_ENCRYPTION_KEY changed). Enter them again in the channel; until then "
+                    "Daraja calls that need them (STK push, C2B registration, status queries, refunds) are "
+                    "refused. Payments M-Pesa sends to the callback URLs are still recorded.",
+                    level=messages.WARNING,
+                )
+
+    def changelist_view(self, request, extra_context=None):
+        if request.method == "GET":
+            self._warn_unreadable(request, PaymentChannel.objects.all())
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "GET":
+            channel = self.get_object(request, unquote(object_id))
+            self._warn_unreadable(request, [channel] if channel is not None else [])
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="callback URLs to register")
     def callback_urls_display(self, obj):

@@ -2,7 +2,9 @@
 
 `payment-channels`: list (filters kind, environment, is_active; `?search=` on name and shortcode),
 retrieve, create, PATCH. Secrets (consumer key and secret, passkey, security credential) are
-write-only: a representation says only which are set (`secrets_set`). It shows the callback URLs to
+write-only: a representation says only which are stored (`secrets_set`) and the state of each
+(`secrets_status`: "set", "not set", or "unreadable" when it was stored under an encryption key Wavu
+no longer has; PATCH a new value to replace it). It shows the callback URLs to
 register with Daraja, the Daraja address the channel uses and the last C2B URL registration.
 Actions: `register-c2b-urls` (POST, optional `response_type` "Completed"/"Cancelled") and
 `rotate-hook-token` (POST). Every rule lives in `mpesa.channels`.
@@ -59,6 +61,7 @@ def _callback_urls_serializer(name: str):
 class PaymentChannelSerializer(serializers.ModelSerializer):
     kind = ChannelKindField(read_only=True)
     secrets_set = serializers.SerializerMethodField()
+    secrets_status = serializers.SerializerMethodField()
     callback_urls = serializers.SerializerMethodField()
     daraja_url = serializers.SerializerMethodField()
     last_c2b_registration = serializers.SerializerMethodField()
@@ -80,6 +83,7 @@ class PaymentChannelSerializer(serializers.ModelSerializer):
             "allowlist",
             "is_active",
             "secrets_set",
+            "secrets_status",
             "callback_urls",
             "last_c2b_registration",
             "created_at",
@@ -92,6 +96,21 @@ class PaymentChannelSerializer(serializers.ModelSerializer):
     )
     def get_secrets_set(self, obj) -> dict:
         return channels.secrets_set(obj)
+
+    @extend_schema_field(
+        inline_serializer(
+            "PaymentChannelSecretsStatus",
+            {
+                f: serializers.ChoiceField(
+                    choices=channels.SECRET_STATES,
+                    help_text="unreadable: stored under an encryption key Wavu no longer has; enter it again",
+                )
+                for f in channels.SECRET_FIELDS
+            },
+        )
+    )
+    def get_secrets_status(self, obj) -> dict:
+        return channels.secrets_status(obj)
 
     @extend_schema_field(_callback_urls_serializer("PaymentChannelCallbackUrls"))
     def get_callback_urls(self, obj) -> dict:

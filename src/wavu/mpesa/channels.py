@@ -11,6 +11,10 @@ Rules (checked by `clean_channel_data`, enforced on create and update; a refusal
 - Secrets (`consumer_key`, `consumer_secret`, `passkey`, `security_credential`) are optional and
   stored encrypted; omitted (or None) means "unchanged", "" clears one. They never appear in audit
   rows (which record only that a secret was set, changed or cleared), logs or API answers.
+- A secret stored under a key Wavu no longer has (SECRET_KEY changed without WAVU_ENCRYPTION_KEY) is
+  *unreadable* (`core.crypto.UnreadableSecret`): the channel still loads, lists and saves (the stored
+  value is kept as it is), `secrets_status` says "unreadable", and entering a new value replaces it.
+  Whatever needs it to talk to Daraja raises `daraja.CredentialsUnreadable` (409) before sending.
 - `allowlist`: addresses or networks (IPv4/IPv6, CIDR) separated by spaces, commas or new lines.
 - Changing what the access token depends on (credentials, environment, address, shortcode) drops the
   cached `AccessToken`, so the next Daraja call fetches one for the new settings.
@@ -31,7 +35,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 
-from wavu.core import audit, clock
+from wavu.core import audit, clock, crypto
 from wavu.core.models import AuditEvent
 
 from . import daraja
@@ -264,12 +268,31 @@ def clean_channel_data(data: dict, *, instance: PaymentChannel | None = None) ->
 def _audit_view(channel: PaymentChannel) -> dict:
     data = audit.snapshot(channel, exclude=_NOT_AUDITED)
     data["secrets_set"] = sorted(f for f in SECRET_FIELDS if getattr(channel, f))
+    data["secrets_unreadable"] = unreadable_secrets(channel)
     return data
 
 
+SET, NOT_SET, UNREADABLE = "set", "not set", "unreadable"
+SECRET_STATES = (SET, NOT_SET, UNREADABLE)
+
+
 def secrets_set(channel: PaymentChannel) -> dict[str, bool]:
-    """Which secrets the channel holds (never their values)."""
+    """Which secrets the channel holds, readable or not (never their values)."""
     return {f: bool(getattr(channel, f)) for f in SECRET_FIELDS}
+
+
+def secrets_status(channel: PaymentChannel) -> dict[str, str]:
+    """Each secret's state, never its value: "set", "not set", or "unreadable" (stored under a key Wavu
+    no longer has: enter it again)."""
+    return {
+        f: UNREADABLE if crypto.is_unreadable(value) else (SET if value else NOT_SET)
+        for f, value in ((f, getattr(channel, f)) for f in SECRET_FIELDS)
+    }
+
+
+def unreadable_secrets(channel: PaymentChannel) -> list[str]:
+    """The secrets of `channel` the current key cannot decrypt, in SECRET_FIELDS order."""
+    return [f for f in SECRET_FIELDS if crypto.is_unreadable(getattr(channel, f))]
 
 
 def _shortcode_taken() -> ValidationError:
@@ -304,7 +327,9 @@ def update_channel(channel: PaymentChannel, *, reason: str = "", **changes) -> P
 
     Locks the channel row; a change of credentials, environment, address or shortcode drops the cached
     access token in the same transaction. Audited with before/after of the changed fields, secrets shown
-    only as set/changed/cleared. A change that changes nothing writes nothing. `channel` is refreshed.
+    only as set / not set / unreadable before and set / changed / cleared after. Works on a channel
+    whose secrets are unreadable: a new value replaces one, the others are kept as stored. A change
+    that changes nothing writes nothing. `channel` is refreshed.
     """
     cleaned = clean_channel_data(changes, instance=channel)
     try:
@@ -314,9 +339,10 @@ def update_channel(channel: PaymentChannel, *, reason: str = "", **changes) -> P
             changed = [f for f, v in cleaned.items() if getattr(locked, f) != v]
             if changed:
                 secret_marks_before, secret_marks_after = {}, {}
+                status_before = secrets_status(locked)
                 for f in changed:
                     if f in SECRET_FIELDS:
-                        secret_marks_before[f] = "set" if getattr(locked, f) else "not set"
+                        secret_marks_before[f] = status_before[f]
                         secret_marks_after[f] = (
                             "changed" if getattr(locked, f) and cleaned[f] else ("set" if cleaned[f] else "cleared")
                         )

@@ -43,7 +43,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from wavu.core import clock
+from wavu.core import clock, crypto
 from wavu.core.errors import DomainError
 from wavu.core.phones import mask_msisdn, normalize_msisdn
 
@@ -165,6 +165,25 @@ class ChannelNotConfigured(DarajaError):
 
     code = "channel_not_configured"
     status = 409
+
+
+class CredentialsUnreadable(ChannelNotConfigured):
+    """The channel's secrets this call needs were stored under an encryption key Wavu no longer has
+    (SECRET_KEY changed without WAVU_ENCRYPTION_KEY): staff must enter them again. Nothing was sent."""
+
+    code = "channel_credentials_unreadable"
+
+
+def require_readable(channel: PaymentChannel, *fields: str) -> None:
+    """Raise `CredentialsUnreadable` naming the `fields` of `channel` the current key cannot decrypt."""
+    unreadable = [f for f in fields if crypto.is_unreadable(getattr(channel, f))]
+    if unreadable:
+        names = ", ".join(f.replace("_", " ") for f in unreadable)
+        raise CredentialsUnreadable(
+            f"Channel {channel.shortcode}: the stored {names} cannot be decrypted with the current encryption key "
+            "(SECRET_KEY or WAVU_ENCRYPTION_KEY changed). Enter the Daraja credentials again in the channel "
+            "(admin or API), or put the previous key back."
+        )
 
 
 class OutcomeUnknown(DarajaError):
@@ -383,11 +402,13 @@ class DarajaClient:
                 raise DarajaUnavailable("Could not obtain a Daraja access token (other processes kept refreshing).")
             row = AccessToken.objects.filter(channel=self.channel).first()
             now = clock.now()
-            if row is not None and row.token and row.token != rejected and row.expires_at - REFRESH_MARGIN > now:
-                return row.token
+            # a token stored under a key Wavu no longer has is no token: fetch a new one
+            cached = row.token if row is not None and not crypto.is_unreadable(row.token) else ""
+            if cached and cached != rejected and row.expires_at - REFRESH_MARGIN > now:
+                return cached
             refreshing = (
                 row is not None
-                and row.token != rejected
+                and cached != rejected
                 and row.fetched_at >= row.expires_at - REFRESH_MARGIN
                 and row.fetched_at > now - dt.timedelta(seconds=CLAIM_SECONDS)
             )
@@ -395,8 +416,8 @@ class DarajaClient:
                 claimed = self._claim(row, now)
                 if claimed is not None:
                     return self._fetch_and_store(claimed, previous=row)
-            if row is not None and row.token and row.token != rejected and row.expires_at > now:
-                return row.token  # another process is refreshing; the old token still works
+            if cached and cached != rejected and row.expires_at > now:
+                return cached  # another process is refreshing; the old token still works
             self._sleep(0.2)
 
     def _claim(self, row: AccessToken | None, now: dt.datetime) -> AccessToken | None:
@@ -430,6 +451,7 @@ class DarajaClient:
 
     def _fetch_token(self) -> tuple[str, int]:
         channel = self.channel
+        require_readable(channel, "consumer_key", "consumer_secret")
         if not channel.consumer_key or not channel.consumer_secret:
             raise ChannelNotConfigured(f"Channel {channel.shortcode} has no consumer key and secret for Daraja.")
         basic = base64.b64encode(f"{channel.consumer_key}:{channel.consumer_secret}".encode()).decode()
@@ -555,6 +577,7 @@ class DarajaClient:
 
     def _stk_auth(self, at: dt.datetime | None = None) -> dict:
         channel = self.channel
+        require_readable(channel, "passkey")
         if not channel.passkey:
             raise ChannelNotConfigured(f"Channel {channel.shortcode} has no Lipa na M-Pesa Online passkey.")
         timestamp = daraja_timestamp(at)
@@ -676,6 +699,7 @@ class DarajaClient:
 
     def _initiator(self) -> dict:
         channel = self.channel
+        require_readable(channel, "security_credential")
         if not channel.initiator_name or not channel.security_credential:
             raise ChannelNotConfigured(
                 f"Channel {channel.shortcode} needs an initiator name and security credential for this request."

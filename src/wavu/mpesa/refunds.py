@@ -147,6 +147,7 @@ def refund_urls(channel: PaymentChannel, kind: str) -> tuple[str, str]:
 def _check_initiator(channel: PaymentChannel) -> None:
     if not channel.is_active:
         raise daraja.ChannelNotConfigured(f"Channel {channel.shortcode} is not active.")
+    daraja.require_readable(channel, "consumer_key", "consumer_secret", "security_credential")
     if not channel.initiator_name or not channel.security_credential:
         raise daraja.ChannelNotConfigured(
             f"Channel {channel.shortcode} needs an initiator name and security credential for refunds."

@@ -218,6 +218,7 @@ def _resolve(purpose, *, customer, invoice, subscription, amount, phone, channel
     channel = channel or default_channel()
     if channel is None or not channel.is_active or not channel.passkey:
         raise daraja.ChannelNotConfigured("No active M-Pesa channel with a passkey can send STK pushes.")
+    daraja.require_readable(channel, "consumer_key", "consumer_secret", "passkey")
     return {
         "channel": channel,
         "purpose": purpose,

@@ -3,7 +3,9 @@
 import pytest
 from django.db import IntegrityError, connection, transaction
 
+from wavu.core import audit
 from wavu.core.db import declared_row_protections, drop_row_protections, install_row_protections
+from wavu.core.models import AuditEvent
 from wavu.ledger import accounts
 from wavu.ledger.models import JournalEntry, Posting
 from wavu.ledger.services import credit, debit, post_entry
@@ -24,6 +26,7 @@ def _trigger_names():
 def test_every_declared_protection_is_installed_after_migrate():
     declared = {p.name for p in declared_row_protections()}
     assert {"invoice_issued_frozen", "payment_receipt_frozen", "ledger_posting_no_update"} <= declared
+    assert {"audit_event_no_update", "audit_event_no_delete"} <= declared
     assert declared <= _trigger_names()
 
 
@@ -66,3 +69,27 @@ def test_an_unbalanced_entry_is_refused_and_nothing_is_written():
             lines=[debit(accounts.ACCOUNTS_RECEIVABLE, 100, customer.pk), credit(accounts.REVENUE_INTERNET, 99)],
         )
     assert not JournalEntry.objects.exists() and not Posting.objects.exists()
+
+
+def test_the_audit_trail_refuses_raw_sql_updates_and_deletes_and_keeps_the_event_as_written():
+    customer = CustomerFactory()
+    with audit.acting_as("job:test"):
+        event = audit.record(customer, AuditEvent.Action.UPDATE, before={"name": "Old"}, after={"name": "New"})
+    for sql in (
+        "UPDATE core_auditevent SET actor_label = 'someone else', after = NULL WHERE id = %s",
+        "DELETE FROM core_auditevent WHERE id = %s",
+    ):
+        refused = pytest.raises(IntegrityError, match="immutable: the audit trail is append-only")
+        with refused, transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [event.pk])
+    kept = AuditEvent.objects.get(pk=event.pk)
+    assert (kept.actor_label, kept.before, kept.after) == ("job:test", {"name": "Old"}, {"name": "New"})
+
+
+def test_the_audit_trail_refuses_queryset_updates_and_deletes_too():
+    with audit.acting_as("job:test"):
+        audit.record(CustomerFactory(), AuditEvent.Action.CREATE)
+    for attempt in (lambda: AuditEvent.objects.update(reason="edited"), lambda: AuditEvent.objects.all().delete()):
+        with pytest.raises(IntegrityError, match="immutable"), transaction.atomic():
+            attempt()
+    assert AuditEvent.objects.filter(reason="").count() == AuditEvent.objects.count() >= 1

@@ -42,7 +42,18 @@ def test_each_channel_gets_its_own_long_random_hook_token():
     assert len(first.hook_token) >= 43 and first.hook_token != second.hook_token
 
 
-def test_a_secret_written_under_another_key_is_refused_not_garbled():
+def test_a_secret_written_under_another_key_loads_as_unreadable_never_garbled():
     channel = make_channel(consumer_secret="s3cret-XYZ")
-    with override_settings(WAVU_ENCRYPTION_KEY=crypto.generate_key()), pytest.raises(crypto.SecretUnreadable):
-        PaymentChannel.objects.get(pk=channel.pk)
+    stored = raw("consumer_secret", channel.pk)
+    with override_settings(WAVU_ENCRYPTION_KEY=crypto.generate_key()):
+        with pytest.raises(crypto.SecretUnreadable):
+            crypto.decrypt(stored)
+        fresh = PaymentChannel.objects.get(pk=channel.pk)  # the row still loads
+        assert crypto.is_unreadable(fresh.consumer_secret) and fresh.consumer_secret
+        assert fresh.consumer_key == ""  # nothing stored: nothing unreadable
+        with pytest.raises(crypto.SecretUnreadable):
+            str(fresh.consumer_secret)
+        fresh.name = "Renamed"
+        fresh.save()
+    assert raw("consumer_secret", channel.pk) == stored  # written back exactly as it was
+    assert PaymentChannel.objects.get(pk=channel.pk).consumer_secret == "s3cret-XYZ"
