@@ -1,13 +1,16 @@
 """Postpaid billing runs: invoice every service whose billing period has begun, set-based.
 
 `run_billing(day)` guarantees:
-- it bills each postpaid service that is active or suspended and whose `next_bill_at` is before
-  the cutoff (the end of `day`, or now when `day` is today): one invoice per (service, period) —
-  the unique constraint on (subscription, period_start) is the final guard, so a re-run, a retry
-  or two workers at once never bill a period twice. Paused services are not billed (the pause
-  stopped the billing clock; resuming shifts `next_bill_at`), cancelled ones never. Suspended
-  services are: the contract runs on, suspension only cuts access;
-- the period is [next_bill_at, the next billing date for the service's anchor day). A period
+- it bills every period of every postpaid service that is active or suspended and that begins
+  before the cutoff (the end of `day`, or now when `day` is today): a service whose billing was
+  missed for three months gets three invoices in one run, one per period, in period order (so its
+  invoice numbers follow its periods), and leaves the run with `next_bill_at` after the cutoff.
+  One invoice per (service, period) — the unique constraint on (subscription, period_start) is the
+  final guard, so a re-run, a retry or two workers at once never bill a period twice, and a second
+  run of the same day bills nothing. Paused services are not billed (the pause stopped the billing
+  clock; resuming shifts `next_bill_at`), cancelled ones never. Suspended services are: the
+  contract runs on, suspension only cuts access;
+- each period is [next_bill_at, the next billing date for the service's anchor day). A period
   shorter than the plan's months (the first one, or one after a pause) is charged by local days,
   `price × days / days of the full period`, rounded once, and the line says so;
 - lines: the plan (a due downgrade waiting in `pending_plan` is applied first), every recurring
@@ -16,9 +19,11 @@
   buyer snapshot, one balanced journal entry (Dr receivables / Cr revenue, excise, VAT), then the
   customer's unapplied credit pays it;
 - a service that cannot be billed (no price in force, tax not configured, bad data) is flagged
-  (`BillingRunFlag` with the reason) and skipped; the run goes on and the service stays due;
-- work is committed in batches of WAVU["BILLING_BATCH_SIZE"]; a crash loses at most the open
-  batch, and running the same day again resumes (the day's `BillingRun` row counts every attempt).
+  (`BillingRunFlag` with the reason) and skipped; the run goes on and the service stays due from
+  the period that failed (the periods before it are billed);
+- work is committed in batches of WAVU["BILLING_BATCH_SIZE"] services, each with all its due
+  periods; a crash loses at most the open batch, and running the same day again resumes (the
+  day's `BillingRun` row counts every attempt).
 
 Set-based for speed: a batch reads its services, prices and add-ons in a few queries and writes
 invoices, lines, journal entries and postings with multi-row INSERTs (`core.db.insert_rows`).
@@ -38,7 +43,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from dateutil.relativedelta import relativedelta
@@ -82,11 +87,13 @@ class RunSummary:
     """What a run did in this attempt (and, in `run`, the day's totals over all attempts)."""
 
     run_date: dt.date
-    billed: int = 0
-    skipped: int = 0
+    billed: int = 0  # invoices issued
+    caught_up: int = 0  # of those, periods beyond the first a service had due (arrears)
+    skipped: int = 0  # periods passed over: already invoiced, or nothing to charge
     flagged: int = 0
     total_amount: Decimal = Decimal("0.00")
-    due_at_start: int = 0
+    due_at_start: int = 0  # services due when the run started
+    remaining: int = 0  # services still due when it ended: flagged, or held by another worker
     seconds: float = 0.0
     resumed: bool = False
     run: BillingRun | None = None
@@ -282,9 +289,10 @@ def run_billing(
     batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunSummary:
-    """Bill every postpaid service due by the end of `run_date` (default today). See the module
-    docstring for the guarantees. Idempotent: a second run of the same day bills only what is
-    still due. Refuses a day in the future (`FutureBillingRun`)."""
+    """Bill every period of every postpaid service that begins by the end of `run_date` (default
+    today), arrears included. See the module docstring for the guarantees. Idempotent: a second run
+    of the same day bills only what is still due, which is nothing unless a service was flagged.
+    Refuses a day in the future (`FutureBillingRun`)."""
     run_date = check_run_date(run_date)
     batch_size = batch_size or settings.WAVU["BILLING_BATCH_SIZE"]
     started = time.perf_counter()
@@ -294,6 +302,7 @@ def run_billing(
         cutoff = cutoff_for(run_date)
         summary.due_at_start = due_subscriptions(cutoff).count()
         writer = _BatchWriter(run, run_date)
+        done = 0
         try:
             for ids in _due_batches(cutoff, batch_size):
                 with transaction.atomic():
@@ -304,16 +313,19 @@ def run_billing(
                         total_amount=F("total_amount") + outcome.total_amount,
                     )
                 summary.billed += outcome.billed
+                summary.caught_up += outcome.caught_up
                 summary.skipped += outcome.skipped
                 summary.flagged += outcome.flagged
                 summary.total_amount += outcome.total_amount
+                done += outcome.services
                 if progress:
-                    progress(summary.billed + summary.skipped + summary.flagged, summary.due_at_start)
+                    progress(done, summary.due_at_start)
         except BaseException as exc:
             BillingRun.objects.filter(pk=run.pk).update(
                 status=BillingRun.Status.FAILED, last_error=f"{type(exc).__name__}: {exc}"[:2000]
             )
             raise
+        summary.remaining = due_subscriptions(cutoff).count()
         BillingRun.objects.filter(pk=run.pk).update(
             status=BillingRun.Status.COMPLETED,
             finished_at=clock.now(),
@@ -325,7 +337,8 @@ def run_billing(
             run,
             AuditEvent.Action.ACTION,
             verb="billing_run",
-            after={"billed": summary.billed, "skipped": summary.skipped, "flagged": summary.flagged,
+            after={"billed": summary.billed, "caught_up": summary.caught_up, "skipped": summary.skipped,
+                   "flagged": summary.flagged, "remaining": summary.remaining,
                    "total_amount": str(summary.total_amount), "attempt": run.attempts},
         )  # fmt: skip
     summary.seconds = time.perf_counter() - started
@@ -349,9 +362,11 @@ def _start_run(run_date: dt.date) -> tuple[BillingRun, bool]:
 
 @dataclass
 class _Outcome:
-    billed: int = 0
-    skipped: int = 0
+    billed: int = 0  # invoices
+    caught_up: int = 0  # invoices beyond a service's first in this batch
+    skipped: int = 0  # periods
     flagged: int = 0
+    services: int = 0  # services billed, skipped or flagged
     total_amount: Decimal = Decimal("0.00")
 
 
@@ -442,10 +457,68 @@ class _BatchWriter:
     # -- one batch
 
     def bill_batch(self, ids: list[int], cutoff: dt.datetime) -> _Outcome:
+        """Bill every period due before `cutoff` of the services `ids`, inside the caller's transaction.
+
+        A round reads the services still due and bills, for each, its run of due periods one after
+        the other (`_due_bills`), all written together; so arrears cost what any invoice costs. A run
+        of periods stops early at a period whose plan changes (a downgrade due at its start, applied
+        by the next round) or that bills a one-off add-on (billed one by one); those services go round
+        again, until none is due. Each round moves every service it keeps by at least one period, so
+        the loop ends; a flagged service is not kept (it stays due from the period that failed). A
+        batch without such services makes one round. The customers' credit is applied once, at the end.
+        """
         outcome = _Outcome()
+        invoiced: set[int] = set()
+        touched: set[int] = set()
+        credit_to: set[int] = set()
+        todo = ids
+        while todo:
+            todo = self._bill_round(todo, cutoff, outcome, invoiced, touched, credit_to)
+        self._apply_credit(credit_to)
+        outcome.caught_up = outcome.billed - len(invoiced)
+        outcome.services = len(touched)
+        return outcome
+
+    def _due_bills(self, row: _Row, addons: list[SubscriptionAddOn], prices: PriceBook, cutoff: dt.datetime):
+        """The invoices of `row`'s periods due before `cutoff`, in period order, and the error that
+        stopped them (None when none did). Stops after a period that bills a one-off add-on, and before
+        a period at whose start a pending plan takes over: the next round bills the rest."""
+        plan, bills, start = self.plans[row.plan_id], [], row.next_bill_at
+        while start < cutoff:
+            if (
+                bills
+                and row.pending_plan_id is not None
+                and (row.pending_plan_at is None or row.pending_plan_at <= start)
+            ):
+                break
+            try:
+                bill = plan_bill(replace(row, next_bill_at=start), plan, addons, prices, self.labels)
+                for charge in bill.charges:  # price and tax must resolve before anything is written
+                    self._split(charge.unit_price * charge.quantity, charge.tax_class, _local_date(bill.period_start))
+            except (NoPrice, TaxRateMissing, ValidationError, DomainError) as exc:
+                return bills, exc
+            bills.append(bill)
+            if bill.has_one_off or not bill.period_start < bill.period_end:
+                break
+            start = bill.period_end
+        return bills, None
+
+    def _bill_round(
+        self,
+        ids: list[int],
+        cutoff: dt.datetime,
+        outcome: _Outcome,
+        invoiced: set[int],
+        touched: set[int],
+        credit_to: set[int],
+    ) -> list[int]:
+        """Bill the due periods of the services of `ids` still due (see `bill_batch`); returns the
+        services to take round again. Adds to `outcome`; records the services invoiced, those billed,
+        skipped or flagged, and the customers whose credit may pay."""
         rows = self._apply_due_downgrades(self._lock_and_read(ids, cutoff))
         if not rows:
-            return outcome
+            return []
+        touched.update(row.pk for row in rows)
         for row in rows:
             self._plan(row.plan_id)
         addons_by_sub: dict[int, list[SubscriptionAddOn]] = defaultdict(list)
@@ -460,26 +533,24 @@ class _BatchWriter:
         prices = PriceBook(
             {r.plan_id for r in rows}, {item.addon_id for items in addons_by_sub.values() for item in items}
         )
-        bills: list[tuple[_Row, Bill]] = []
-        flags: list[BillingRunFlag] = []
+        chains: dict[int, list[Bill]] = {}  # per service, its bills in period order
+        flags: dict[int, BillingRunFlag] = {}
         now = clock.now()
         for row in rows:
-            try:
-                bill = plan_bill(row, self.plans[row.plan_id], addons_by_sub.get(row.pk, []), prices, self.labels)
-                for charge in bill.charges:  # price and tax must resolve before anything is written
-                    self._split(charge.unit_price * charge.quantity, charge.tax_class, _local_date(bill.period_start))
-            except (NoPrice, TaxRateMissing, ValidationError, DomainError) as exc:
-                flags.append(self._flag(row.pk, exc, now))
-                continue
-            bills.append((row, bill))
+            bills, error = self._due_bills(row, addons_by_sub.get(row.pk, []), prices, cutoff)
+            chains[row.pk] = bills
+            if error is not None:
+                flags[row.pk] = self._flag(row.pk, error, now)
+        all_bills = [bill for bills in chains.values() for bill in bills]
         already = set(
             Invoice.objects.filter(
-                subscription_id__in=[row.pk for row, _ in bills], period_start__in={b.period_start for _, b in bills}
+                subscription_id__in={b.subscription_id for b in all_bills},
+                period_start__in={b.period_start for b in all_bills},
             ).values_list("subscription_id", "period_start")
         )
         to_write, one_by_one, advance_only = [], [], []
-        for row, bill in bills:
-            if (row.pk, bill.period_start) in already:
+        for bill in all_bills:  # numbers follow this order: per service, period order
+            if (bill.subscription_id, bill.period_start) in already:
                 advance_only.append(bill)  # billed before (by staff, or an earlier attempt): move on
             elif bill.has_one_off:
                 one_by_one.append(bill)
@@ -497,24 +568,45 @@ class _BatchWriter:
         billed = [bill for bill, _ in written]
         for _bill, total in written:
             outcome.total_amount += total
+        failed: set[int] = set()
         for bill in one_by_one:
+            if bill.subscription_id in failed:
+                continue  # an earlier period of this service failed: the later ones wait for it
             try:
                 with transaction.atomic():
                     invoice = self._bill_one(bill)
             except services.AlreadyInvoiced:
                 advance_only.append(bill)
             except (IntegrityError, NoPrice, TaxRateMissing, ValidationError, DomainError) as exc:
-                flags.append(self._flag(bill.subscription_id, exc, now))
+                failed.add(bill.subscription_id)
+                flags[bill.subscription_id] = self._flag(bill.subscription_id, exc, now)
             else:
                 billed.append(bill)
                 outcome.total_amount += invoice.total
-        outcome.billed, outcome.skipped = len(billed), len(advance_only)
-        self._advance(billed + advance_only, now)
-        self._apply_credit({b.customer_id for b, _ in written})
+        # each service moves on past the periods billed or passed over, up to the first that was not
+        done = {id(bill) for bill in billed + advance_only}
+        skipped = {id(bill) for bill in advance_only}
+        last: list[Bill] = []
+        again: list[int] = []
+        for subscription_id, bills in chains.items():
+            through = None
+            for bill in bills:
+                if id(bill) not in done:
+                    break
+                through = bill
+                outcome.skipped += int(id(bill) in skipped)
+            if through is not None:
+                last.append(through)
+                if subscription_id not in flags and through.period_start < through.period_end < cutoff:
+                    again.append(subscription_id)  # stopped at a plan change or a one-off add-on
+        outcome.billed += len(billed)
+        invoiced.update(b.subscription_id for b in billed)
+        credit_to.update(b.customer_id for b, _ in written)
+        self._advance(last, now)
         if flags:
-            BillingRunFlag.objects.bulk_create(flags, ignore_conflicts=True)
-            outcome.flagged = len(flags)
-        return outcome
+            BillingRunFlag.objects.bulk_create(list(flags.values()), ignore_conflicts=True)
+            outcome.flagged += len(flags)
+        return sorted(again)
 
     def _flag(self, subscription_id: int, exc: Exception, now: dt.datetime) -> BillingRunFlag:
         code = getattr(exc, "code", None) or type(exc).__name__
@@ -615,7 +707,7 @@ class _BatchWriter:
         return services.issue_invoice(invoice, issue_date=self.issue_date)
 
     def _advance(self, bills: list[Bill], now: dt.datetime) -> None:
-        """Move each billed (or skipped) service on to its next period."""
+        """Move each service on past its bill in `bills` (one per service) to its next period."""
         update_rows(
             Subscription,
             ["current_period_start", "current_period_end", "next_bill_at", "updated_at"],

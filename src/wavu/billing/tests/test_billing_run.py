@@ -279,7 +279,8 @@ def test_the_command_prints_a_summary_and_refuses_bad_dates(plan):
         with pytest.raises(CommandError, match="future"):
             call_command("billing_run", "--date", "2027-01-01")
     text = out.getvalue()
-    assert "Billing run 2026-12-01" in text and "billed                 1" in text
+    assert "Billing run 2026-12-01" in text and "invoices               1" in text
+    assert "caught up              0" in text and "still due              0   services\n" in text
     assert "2,999.00 KES" in text
 
 

@@ -244,3 +244,26 @@ def test_nobody_runs_a_script_postpaid_customers_are_billed_on_their_day_every_m
     ]  # fmt: skip
     assert all(i.total == Decimal("2999.00") for i in invoices(first) + invoices(last))
     assert trial_balance()["balanced"]
+
+
+def test_after_three_months_without_a_worker_the_first_hourly_run_bills_every_missed_month(world):
+    plan = postpaid("2999.00", "Home Fibre 20 Mbps")
+    sub = SubscriptionFactory(plan=plan, status="pending")
+    subs.update_subscription(sub, billing_anchor_day=1)
+    subs.activate(sub, at=local(2026, 11, 1))
+    world.live_until(local(2026, 11, 2))
+    assert len(invoices(sub)) == 1
+
+    world.at(local(2027, 2, 1, 6))  # the worker was down from 2 November to this morning
+    world.work()  # only the latest missed slot fires: one billing run, for today
+
+    bills = invoices(sub)
+    assert [timezone.localdate(i.period_start) for i in bills] == [
+        dt.date(2026, 11, 1), dt.date(2026, 12, 1), dt.date(2027, 1, 1), dt.date(2027, 2, 1)
+    ]  # fmt: skip
+    assert [i.number for i in bills] == sorted(i.number for i in bills)
+    assert all(i.total == Decimal("2999.00") for i in bills)
+    world.live_until(local(2027, 2, 1, 18))  # the next hourly runs find nothing left
+    assert len(invoices(sub)) == 4
+    assert customer_balance(sub.customer_id) == 4 * Decimal("2999.00")
+    assert trial_balance()["balanced"]

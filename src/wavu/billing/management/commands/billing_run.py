@@ -10,7 +10,10 @@ from wavu.core.errors import DomainError
 
 
 class Command(BaseCommand):
-    help = "Invoice every postpaid service whose billing period began by the end of the day (default today)."
+    help = (
+        "Invoice every period of every postpaid service that began by the end of the day (default today), "
+        "arrears included; a second run of the same day issues nothing."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--date", help="the day to bill, YYYY-MM-DD (default today); a day run again resumes")
@@ -34,18 +37,22 @@ class Command(BaseCommand):
         run = summary.run
         rate = summary.billed / summary.seconds if summary.seconds else 0
         resumed = f" (resumed, attempt {run.attempts})" if summary.resumed else ""
+        left = " (flagged, or held by another worker): fix the flags, run the day again" if summary.remaining else ""
         lines = [
             f"Billing run {summary.run_date}{resumed}",
-            f"  due at start  {summary.due_at_start:>10,}",
-            f"  billed        {summary.billed:>10,}",
-            f"  skipped       {summary.skipped:>10,}   (already invoiced, or nothing to charge)",
-            f"  flagged       {summary.flagged:>10,}   (see the run's flags in the admin or GET /api/v1/billing-runs/)",
+            f"  due at start  {summary.due_at_start:>10,}   services with a period begun by the end of the day",
+            f"  invoices      {summary.billed:>10,}   issued, one per service and period",
+            f"  caught up     {summary.caught_up:>10,}   of them for arrears (periods after a service's first one due)",
+            f"  skipped       {summary.skipped:>10,}   periods already invoiced, or with nothing to charge",
+            f"  flagged       {summary.flagged:>10,}   services (see the run's flags in the admin or "
+            "GET /api/v1/billing-runs/)",
+            f"  still due     {summary.remaining:>10,}   services{left}",
             f"  total amount  {summary.total_amount:>13,.2f} KES",
-            f"  time          {summary.seconds:>12.1f} s   ({rate:,.0f} services/s)",
+            f"  time          {summary.seconds:>12.1f} s   ({rate:,.0f} invoices/s)",
         ]
         if summary.resumed:
             lines.append(
-                f"  day in total  {run.billed_count:,} billed, {run.skipped_count:,} skipped, "
+                f"  day in total  {run.billed_count:,} invoices, {run.skipped_count:,} skipped, "
                 f"{run.flagged_count:,} flagged, {run.total_amount:,.2f} KES"
             )
         self.stdout.write("\n".join(lines))
