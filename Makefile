@@ -38,10 +38,14 @@ test-postgres: $(STAMP)
 # clock (`wall_clock`: FreeRADIUS, worker processes) and the apps whose rules turn on dates.
 # Every other test runs on a pinned clock (conftest.py), so this catches what escapes the pin.
 # The monotonic clock stays real: libfaketime shifts it too, and then every timed wait in Python
-# (threading's Condition.wait) computes its deadline a year away and hangs.
-FAKETIME := env -u DATABASE_URL FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f
+# (threading's Condition.wait) computes its deadline a year away and hangs; scripts/faketime_sleepfix.c
+# keeps time.sleep working when it does (see there).
+SLEEPFIX := $(VENV)/faketime_sleepfix.so
+FAKETIME := env -u DATABASE_URL LD_PRELOAD=$(abspath $(SLEEPFIX)) FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f
+$(SLEEPFIX): scripts/faketime_sleepfix.c $(STAMP)
+	$${CC:-cc} -shared -fPIC -O2 -o $@ $<
 MOVED_CLOCK_SUBSET ?= src/wavu/core src/wavu/hotspot src/wavu/network src/wavu/subscriptions
-test-moved-clock: $(STAMP)
+test-moved-clock: $(STAMP) $(SLEEPFIX)
 	@command -v faketime >/dev/null || { echo "faketime is missing: apt-get install faketime"; exit 1; }
 	@echo "=== test suite on SQLite, the clock a year ahead ==="
 	$(FAKETIME) '+365d' $(BIN)/pytest -q -p no:randomly $(PYTEST_ARGS)
