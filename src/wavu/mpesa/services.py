@@ -23,7 +23,6 @@ row, so this order is safe.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
 import zoneinfo
@@ -40,6 +39,7 @@ from wavu.payments.services import FUTURE_TOLERANCE, clean_amount
 
 from . import selectors
 from .models import InboundCallback, PaymentChannel
+from .payloads import BadCallback, load_json_object, storable, storable_body
 
 logger = logging.getLogger("wavu.mpesa")
 
@@ -85,23 +85,16 @@ class HookAnswer:
     headers: dict = field(default_factory=dict)
 
 
-class BadCallback(Exception):
-    """A payload that cannot be processed; `code` is stable, `fields` names what is wrong."""
-
-    def __init__(self, code: str, message: str, fields: dict | None = None):
-        super().__init__(message)
-        self.code, self.message, self.fields = code, message, fields or {}
-
-
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
     """The project's error format (interfaces.md): {"error": {"code", "message", "fields"}}."""
     return {"error": {"code": code, "message": message, "fields": fields or {}}}
 
 
 def clean_headers(headers) -> dict:
-    """The request's headers for the audit, without cookies and credentials, values capped in length."""
+    """The request's headers for the audit, without cookies and credentials, values capped in length
+    (NUL and lone surrogates escaped: a JSON column takes neither)."""
     return {
-        str(name): str(value)[:MAX_HEADER_VALUE]
+        storable(str(name)): storable(str(value)[:MAX_HEADER_VALUE])
         for name, value in headers.items()
         if str(name).lower() not in DROPPED_HEADERS
     }
@@ -126,23 +119,6 @@ class C2BNotice:
 
 _TRANS_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,59}$")
 _TRANS_TIME_RE = re.compile(r"^\d{14}$")
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def load_json_object(body: bytes | str) -> dict:
-    """The body as a JSON object; numbers with a fraction become Decimal, never float.
-    Raises BadCallback (malformed_json / not_an_object)."""
-    try:
-        text = body.decode("utf-8") if isinstance(body, bytes) else body
-        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadCallback("malformed_json", f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadCallback("not_an_object", "the body must be a JSON object")
-    return data
 
 
 def _text(data: dict, errors: dict, name: str, *, max_length: int, required: bool = False) -> str:
@@ -231,7 +207,7 @@ def _reference_of(kind: str, body: bytes | str) -> str:
     else:
         result = data.get("Result") if isinstance(data.get("Result"), dict) else {}
         value = result.get("TransactionID") or result.get("ConversationID")
-    return value.strip()[:60] if isinstance(value, str) else ""
+    return storable(value.strip())[:60] if isinstance(value, str) else ""
 
 
 # --- storing -------------------------------------------------------------------------------------
@@ -257,8 +233,11 @@ def store_callback(
     INSERT, committed before the hook answers. A callback kept as "received" whose kind is in
     `DRAINED_KINDS` is the worker's to process (`drain_callbacks`): the store is the queue, so no
     job record is written per request. `reference` (TransID, CheckoutRequestID …) is read from the
-    body when not given. Not idempotent: every request is its own row (the audit trail)."""
-    text = request.body.decode("utf-8", errors="replace")
+    body when not given. Not idempotent: every request is its own row (the audit trail).
+
+    Any body can be kept: one that is not UTF-8 or holds NUL bytes is kept in a faithful escaped form
+    (`payloads.storable_body`; such a body is never valid JSON, so it was refused)."""
+    text = storable_body(request.body)
     if request.too_large:
         text, reference = text[:OVERSIZED_BODY_KEPT], ""
     elif reference is None:
@@ -266,7 +245,7 @@ def store_callback(
     now = clock.now()
     values = (
         channel.pk, kind, now, request.source_ip, source_allowed, clean_headers(request.headers), text, status,
-        outcome[:300], reference[:60], 0, "", now if status == Status.PROCESSED else None,
+        storable(outcome)[:300], storable(reference)[:60], 0, "", now if status == Status.PROCESSED else None,
     )  # fmt: skip
     # insert_rows rather than objects.create: this is the hook's whole cost, paid on every request
     [pk] = insert_rows(InboundCallback, _CALLBACK_FIELDS, [values], returning=True)
@@ -536,7 +515,7 @@ def _confirmation_notes(callback: InboundCallback, notice: C2BNotice) -> list[st
 def _finish(callback: InboundCallback, status: str, outcome: str, payment=None) -> InboundCallback:
     """Record how processing ended on a locked callback (its `attempts` already counted)."""
     callback.status = status
-    callback.outcome = outcome[:300]
+    callback.outcome = storable(outcome)[:300]
     callback.payment = payment
     callback.processed_at = clock.now()
     callback.save(update_fields=["status", "outcome", "payment", "processed_at", "attempts"])
@@ -550,7 +529,7 @@ def _mark_failed(callback_id: int, exc: BaseException) -> InboundCallback | None
             return callback
         callback.status = Status.FAILED
         callback.attempts += 1
-        callback.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        callback.last_error = storable(f"{type(exc).__name__}: {exc}")[:2000]
         callback.outcome = f"processing failed (attempt {callback.attempts}); will be retried"
         callback.save(update_fields=["status", "attempts", "last_error", "outcome"])
     return callback
