@@ -6,6 +6,12 @@ with a reason (`BadCallback`):
 - `load_json_object`: the body must be UTF-8 JSON holding an object, nested at most `MAX_DEPTH`
   deep, without NaN/Infinity; numbers with a fraction become Decimal, never float. A body that
   would exhaust the parser's recursion is refused like any malformed body.
+- `daraja_time`: the one parser of Daraja's timestamps (C2B TransTime, STK TransactionDate,
+  Transaction Status FinalisedTime): YYYYMMDDHHmmss (text or a JSON integer), a real date and time
+  in Nairobi, not before 2007 (M-Pesa began then) and at most one day after `clock.now()`.
+  `plausible_time` is the same check for a time read another way (the portal statement). A year-1
+  date would be stored by PostgreSQL as 1 BC, which Python cannot read back: every page showing it
+  would fail for ever.
 
 Storing: `storable` escapes NUL and lone surrogates in text for a PostgreSQL text column, and
 `storable_body` turns any request body into text (invalid UTF-8 bytes as \\xNN escapes, NUL as
@@ -14,12 +20,22 @@ Storing: `storable` escapes NUL and lone surrogates in text for a PostgreSQL tex
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
+import zoneinfo
 from decimal import Decimal
+
+from wavu.core import clock
+
+# M-Pesa states its times in Kenyan time, whatever the ISP's TIME_ZONE.
+MPESA_TIME_ZONE = zoneinfo.ZoneInfo("Africa/Nairobi")
+EARLIEST_TIME = dt.datetime(2007, 1, 1, tzinfo=MPESA_TIME_ZONE)  # M-Pesa launched in March 2007
+FUTURE_LIMIT = dt.timedelta(days=1)  # a Daraja time later than this after now is refused
 
 MAX_DEPTH = 32  # Daraja's payloads nest 5 levels deep at most
 
+_TIME_RE = re.compile(r"[0-9]{14}")
 _UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -87,3 +103,34 @@ def storable_body(body: bytes) -> str:
     except UnicodeDecodeError:
         text = body.decode("utf-8", errors="backslashreplace")
     return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
+# --- times ---------------------------------------------------------------------------------------------
+
+
+def plausible_time(moment: dt.datetime, *, field: str) -> dt.datetime:
+    """`moment` when it lies from 1 Jan 2007 to one day after `clock.now()`, compared in Nairobi time;
+    ValueError naming `field` otherwise."""
+    local = moment if moment.tzinfo is MPESA_TIME_ZONE else moment.astimezone(MPESA_TIME_ZONE)
+    # Compared within one zone: the naive fields are compared, so year 1 cannot overflow into year 0.
+    if local < EARLIEST_TIME:
+        raise ValueError(f"{field} {local:%Y-%m-%d %H:%M:%S} is before 2007, when M-Pesa began")
+    if local > clock.now().astimezone(MPESA_TIME_ZONE) + FUTURE_LIMIT:
+        raise ValueError(f"{field} {local:%Y-%m-%d %H:%M:%S} is more than a day in the future")
+    return moment
+
+
+def daraja_time(value, *, field: str) -> dt.datetime:
+    """A Daraja timestamp YYYYMMDDHHmmss (text, or a JSON integer as in STK and status results) in
+    Nairobi time, as an aware datetime. ValueError with a message naming `field` when it is not 14
+    ASCII digits, not a real date and time, or not plausible (`plausible_time`)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{field} must be a date and time YYYYMMDDHHmmss")
+    text = str(value).strip()
+    if not _TIME_RE.fullmatch(text):
+        raise ValueError(f"{field} {storable(text)[:40]!r} is not a date and time YYYYMMDDHHmmss")
+    try:
+        moment = dt.datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=MPESA_TIME_ZONE)
+    except ValueError:
+        raise ValueError(f"{field} {text!r} is not a date and time YYYYMMDDHHmmss") from None
+    return plausible_time(moment, field=field)

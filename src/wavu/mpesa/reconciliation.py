@@ -46,7 +46,7 @@ from wavu.payments.services import DuplicateReferenceMismatch, record_payment
 
 from . import selectors, services
 from .models import InboundCallback, PaymentChannel
-from .services import MPESA_TIME_ZONE, BadCallback, load_json_object
+from .payloads import MPESA_TIME_ZONE, BadCallback, daraja_time, load_json_object, plausible_time
 
 logger = logging.getLogger("wavu.mpesa")
 
@@ -147,13 +147,17 @@ def parse_amount(text: str, *, column: str) -> Decimal:
 
 
 def parse_time(text: str, *, column: str) -> dt.datetime:
-    """A statement time ('24-11-2026 14:03:11' or '2026-11-24 14:03:11', Kenyan time) as aware datetime."""
+    """A statement time ('24-11-2026 14:03:11' or '2026-11-24 14:03:11', Kenyan time, ASCII digits) as
+    an aware datetime, plausible like every Daraja time (`payloads.plausible_time`: from 2007 to a day
+    after now). ValueError otherwise."""
     value = (text or "").strip()
-    for fmt in DATE_FORMATS:
-        try:
-            return dt.datetime.strptime(value, fmt).replace(tzinfo=MPESA_TIME_ZONE)
-        except ValueError:
-            continue
+    if value.isascii():
+        for fmt in DATE_FORMATS:
+            try:
+                moment = dt.datetime.strptime(value, fmt).replace(tzinfo=MPESA_TIME_ZONE)
+            except ValueError:
+                continue
+            return plausible_time(moment, field=column)
     raise ValueError(f"{column} {text!r} is not a date like 24-11-2026 14:03:11")
 
 
@@ -640,7 +644,8 @@ def _items(value) -> list:
 
 def parse_status_result(body: bytes | str) -> StatusResult:
     """A Transaction Status result (mpesa-daraja.md §1.8): ResultParameter as an object or an array,
-    keys with spaces, items without a Value. Raises BadCallback when there is no Result object."""
+    keys with spaces, items without a Value. Raises BadCallback when there is no Result object, or
+    when FinalisedTime is given but is no plausible date (`payloads.daraja_time`)."""
     data = load_json_object(body)
     result = data.get("Result")
     if not isinstance(result, dict):
@@ -656,9 +661,11 @@ def parse_status_result(body: bytes | str) -> StatusResult:
     except InvalidOperation:
         amount = None
     finalised = None
-    raw_time = str(params.get("FinalisedTime") or "")
-    if re.fullmatch(r"\d{14}", raw_time):
-        finalised = dt.datetime.strptime(raw_time, "%Y%m%d%H%M%S").replace(tzinfo=MPESA_TIME_ZONE)
+    if params.get("FinalisedTime") not in (None, ""):
+        try:
+            finalised = daraja_time(params["FinalisedTime"], field="FinalisedTime")
+        except ValueError as exc:
+            raise BadCallback("bad_time", str(exc), {"FinalisedTime": [str(exc)]}) from None
     return StatusResult(
         result_code=str(result.get("ResultCode", "")),
         result_desc=str(result.get("ResultDesc", "")),

@@ -25,7 +25,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import zoneinfo
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -39,15 +38,13 @@ from wavu.payments.services import FUTURE_TOLERANCE, clean_amount
 
 from . import selectors
 from .models import InboundCallback, PaymentChannel
-from .payloads import BadCallback, load_json_object, storable, storable_body
+from .payloads import MPESA_TIME_ZONE, BadCallback, daraja_time, load_json_object, storable, storable_body  # noqa: F401
 
 logger = logging.getLogger("wavu.mpesa")
 
 Kind = InboundCallback.Kind
 Status = InboundCallback.Status
 
-# M-Pesa states TransTime in Kenyan time, whatever the ISP's TIME_ZONE.
-MPESA_TIME_ZONE = zoneinfo.ZoneInfo("Africa/Nairobi")
 STORED_ONLY = "stored: a Transaction Status query timed out at Safaricom; ask again"
 DROPPED_HEADERS = {"cookie", "authorization", "proxy-authorization"}
 MAX_HEADER_VALUE = 500
@@ -118,7 +115,6 @@ class C2BNotice:
 
 
 _TRANS_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,59}$")
-_TRANS_TIME_RE = re.compile(r"^\d{14}$")
 
 
 def _text(data: dict, errors: dict, name: str, *, max_length: int, required: bool = False) -> str:
@@ -136,18 +132,12 @@ def _text(data: dict, errors: dict, name: str, *, max_length: int, required: boo
     return value
 
 
-def parse_trans_time(value: str) -> dt.datetime:
-    """TransTime YYYYMMDDHHmmss (Kenyan time) as an aware datetime; ValueError when it is no date."""
-    if not _TRANS_TIME_RE.match(value):
-        raise ValueError("TransTime must be 14 digits, YYYYMMDDHHmmss")
-    return dt.datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=MPESA_TIME_ZONE)
-
-
 def parse_c2b(body: bytes | str, *, confirmation: bool = True) -> C2BNotice:
     """Check a C2B validation/confirmation payload (mpesa-daraja.md §1.6) and type it.
 
     Required: TransAmount (a positive amount with at most 2 decimals; text or a JSON number), and for
-    a confirmation TransID (letters/digits) and TransTime (YYYYMMDDHHmmss). Optional text fields
+    a confirmation TransID (letters/digits) and TransTime (YYYYMMDDHHmmss, a plausible date:
+    `payloads.daraja_time`; also checked in a validation that names one). Optional text fields
     must be text when present. Raises BadCallback(code, message, fields) naming every bad field.
     """
     data = load_json_object(body)
@@ -170,9 +160,9 @@ def parse_c2b(body: bytes | str, *, confirmation: bool = True) -> C2BNotice:
     raw_time = _text(data, errors, "TransTime", max_length=14, required=confirmation)
     if raw_time and "TransTime" not in errors:
         try:
-            trans_time = parse_trans_time(raw_time)
-        except ValueError:
-            errors["TransTime"] = [f"TransTime {raw_time!r} is not a date and time YYYYMMDDHHmmss"]
+            trans_time = daraja_time(raw_time, field="TransTime")
+        except ValueError as exc:
+            errors["TransTime"] = [str(exc)]
     bill_ref = _text(data, errors, "BillRefNumber", max_length=100)
     msisdn = _text(data, errors, "MSISDN", max_length=80)
     names = [_text(data, errors, name, max_length=80) for name in ("FirstName", "MiddleName", "LastName")]

@@ -58,7 +58,7 @@ from wavu.ledger.selectors import customer_credit
 from wavu.payments.services import FUTURE_TOLERANCE, DuplicateReferenceMismatch, clean_amount, record_payment
 from wavu.subscriptions.models import Subscription
 
-from . import channels, daraja, services
+from . import channels, daraja, payloads, services
 from .models import InboundCallback, PaymentChannel, StkRequest
 
 logger = logging.getLogger("wavu.mpesa")
@@ -400,8 +400,9 @@ def _number_text(value) -> str:
 def parse_stk_callback(body: bytes | str) -> StkResult:
     """Parse an STK callback (mpesa-daraja.md §1.3). Items are looked up by Name in any order; `Balance`
     may have no Value; Amount (1 or 1.0) is read from the raw text as Decimal, never float;
-    TransactionDate is a number yyyyMMddHHmmss (Nairobi time); PhoneNumber a number. ResultCode 0
-    without MpesaReceiptNumber or Amount is malformed. Raises `services.BadCallback`."""
+    TransactionDate is a number yyyyMMddHHmmss (Nairobi time, a plausible date: `payloads.daraja_time`);
+    PhoneNumber a number. ResultCode 0 without MpesaReceiptNumber or Amount, or with a TransactionDate
+    that is no plausible date, is malformed. Raises `services.BadCallback`."""
     data = services.load_json_object(body)
     stk = (data.get("Body") or {}).get("stkCallback") if isinstance(data.get("Body"), dict) else None
     if not isinstance(stk, dict):
@@ -450,9 +451,9 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
     when = None
     if values.get("TransactionDate") not in (None, ""):
         try:
-            when = services.parse_trans_time(_number_text(values["TransactionDate"]))
-        except ValueError:
-            errors["TransactionDate"] = ["TransactionDate must be a number yyyyMMddHHmmss"]
+            when = payloads.daraja_time(values["TransactionDate"], field="TransactionDate")
+        except ValueError as exc:
+            errors["TransactionDate"] = [str(exc)]
     phone = ""
     if values.get("PhoneNumber") not in (None, ""):
         phone = str(values["PhoneNumber"]).strip()[:64]

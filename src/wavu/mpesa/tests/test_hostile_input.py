@@ -8,18 +8,26 @@ columns refuse NUL characters)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
+import time_machine
 from django.test import Client
 
 from wavu.ledger.models import JournalEntry
-from wavu.mpesa import services
-from wavu.mpesa.models import InboundCallback
+from wavu.mpesa import reconciliation, services, stk
+from wavu.mpesa.models import InboundCallback, StkRequest
+from wavu.mpesa.payloads import MPESA_TIME_ZONE
 from wavu.mpesa.tests.test_c2b_hooks import SAFARICOM_IP, c2b_payload, hook_url, make_channel
+from wavu.mpesa.tests.test_stk import FakeDaraja, stk_body
 from wavu.payments.models import Payment
+from wavu.testing.api import staff_client
+from wavu.testing.factories import CustomerFactory
 
 pytestmark = pytest.mark.django_db
+
+NOW = dt.datetime(2026, 12, 15, 12, 0, tzinfo=MPESA_TIME_ZONE)
 
 EVERY_HOOK = (
     "c2b-validation",
@@ -47,9 +55,45 @@ def nothing_paid() -> bool:
     return not Payment.objects.exists() and not JournalEntry.objects.filter(kind="payment").exists()
 
 
+def daraja_time(moment: dt.datetime) -> str:
+    return moment.astimezone(MPESA_TIME_ZONE).strftime("%Y%m%d%H%M%S")
+
+
+def confirmation(**overrides) -> str:
+    """A documented C2B confirmation for Wanjiku's account, made a minute ago."""
+    return json.dumps(
+        c2b_payload(
+            **{"BillRefNumber": "10008", "TransAmount": "1500.00", "TransTime": daraja_time(NOW - MINUTE), **overrides}
+        )
+    )
+
+
+MINUTE = dt.timedelta(minutes=1)
+
+
+@pytest.fixture(autouse=True)
+def clock():
+    with time_machine.travel(NOW, tick=False) as traveller:
+        yield traveller
+
+
 @pytest.fixture
 def channel():
-    return make_channel()
+    return make_channel(passkey="test-passkey")  # paybill 600638, which can also push STK prompts
+
+
+@pytest.fixture
+def wanjiku():
+    return CustomerFactory(name="Wanjiku Kamau", account_number="10008", phone="254712345678")
+
+
+@pytest.fixture
+def fake():
+    return FakeDaraja()
+
+
+def push(fake, customer, amount) -> StkRequest:
+    return stk.request_stk_push("top_up", customer=customer, amount=amount, client_factory=fake)
 
 
 # --- bytes that are not a Daraja body: refused, kept, never a 500 ---------------------------------------------
@@ -93,3 +137,140 @@ def test_a_transid_holding_a_nul_is_refused_and_kept_with_the_reference_escaped(
     callback = the_callback()
     assert callback.status == "rejected" and callback.reference == "RKTQ\\x00DM7W6S"
     assert nothing_paid()
+
+
+# --- dates: plausible or refused ------------------------------------------------------------------------------
+
+IMPLAUSIBLE = {
+    "year 1": "00010101000000",
+    "the end of 2006, before M-Pesa": "20061231235959",
+    "two days ahead": daraja_time(NOW + dt.timedelta(days=2)),
+    "year 9999": "99991231235959",
+    "Arabic-Indic digits": "٢٠٢٦١٢١٥١١٥٩٠٠",
+}
+
+
+@pytest.mark.parametrize("hook", ["c2b-confirmation", "c2b-validation"])
+@pytest.mark.parametrize("case", IMPLAUSIBLE)
+def test_a_c2b_request_dated_out_of_reason_is_refused_and_kept_for_staff_with_no_payment_and_no_ledger_entry(
+    channel, wanjiku, hook, case
+):
+    response = post(channel, hook, confirmation(TransTime=IMPLAUSIBLE[case]))
+
+    assert response.status_code == 400
+    assert "TransTime" in response.json()["error"]["fields"]
+    callback = the_callback()
+    assert callback.status == "rejected" and "TransTime" in callback.outcome
+    assert services.process_callback(callback.pk).status == "rejected"
+    assert nothing_paid()
+
+
+def test_a_confirmation_dated_up_to_a_day_ahead_is_still_credited_at_the_time_it_arrived(channel, wanjiku):
+    post(channel, "c2b-confirmation", confirmation(TransTime=daraja_time(NOW + dt.timedelta(days=1))))
+
+    callback = services.process_callback(the_callback().pk)
+
+    assert callback.status == "processed" and "in the future" in callback.outcome
+    assert Payment.objects.get().received_at == NOW
+
+
+def test_a_year_1_confirmation_stored_before_the_rule_is_refused_by_the_worker_not_paid(channel, wanjiku):
+    stored = InboundCallback.objects.create(
+        channel=channel,
+        kind="c2b_confirmation",
+        received_at=NOW,
+        headers={},
+        body=confirmation(TransTime="00010101000000"),
+    )
+
+    callback = services.process_callback(stored.pk)
+
+    assert callback.status == "rejected" and "before 2007" in callback.outcome
+    assert nothing_paid()
+
+
+@pytest.mark.parametrize("when", [20061231235959, int(daraja_time(NOW + dt.timedelta(days=2)))])
+def test_an_stk_success_dated_out_of_reason_is_rejected_and_the_request_waits_for_the_janitors_query(
+    channel, wanjiku, fake, when
+):
+    request = push(fake, wanjiku, 1500)
+    body = json.loads(stk_body(request))
+    for item in body["Body"]["stkCallback"]["CallbackMetadata"]["Item"]:
+        if item["Name"] == "TransactionDate":
+            item["Value"] = when
+
+    assert post(channel, "stk-callback", json.dumps(body)).status_code == 200  # acknowledged, checked by the worker
+    callback = services.process_callback(the_callback().pk)
+
+    assert callback.status == "rejected" and "TransactionDate" in callback.outcome
+    request.refresh_from_db()
+    assert request.status == "pending" and nothing_paid()  # the janitor's query settles it at the asked amount
+
+
+def test_a_status_result_finalised_out_of_reason_is_rejected_not_recorded(channel):
+    body = {
+        "Result": {
+            "ResultCode": 0,
+            "ResultDesc": "The service request is processed successfully.",
+            "ConversationID": "AG_20261215_0001",
+            "TransactionID": "LGR919G2AV",
+            "ResultParameters": {
+                "ResultParameter": [
+                    {"Key": "ReceiptNo", "Value": "LGR919G2AV"},
+                    {"Key": "FinalisedTime", "Value": 20061122063845},
+                    {"Key": "Amount", "Value": 450},
+                    {"Key": "TransactionStatus", "Value": "Completed"},
+                ]
+            },
+        }
+    }
+    post(channel, "status-result", json.dumps(body))
+
+    callback = services.process_callback(the_callback().pk)
+
+    assert callback.status == "rejected" and "FinalisedTime" in callback.outcome
+    assert nothing_paid()
+
+
+STATEMENT_HEADER = "Receipt No.,Completion Time,Initiation Time,Details,Transaction Status,Paid In,Withdrawn,A/C No."
+
+
+@pytest.mark.parametrize(
+    "completed", ["01-01-0001 00:00:00", "31-12-2006 23:59:59", "17-12-2026 12:00:00", "١٥-١٢-٢٠٢٦ ١١:٠٠:٠٠"]
+)
+def test_a_statement_row_dated_out_of_reason_is_a_bad_row_with_its_line_number_and_nothing_is_recorded(
+    channel, wanjiku, completed
+):
+    row = f"SLB1AB2CD3,{completed},{completed},Pay Bill from 2547***678,Completed,1500.00,,10008"
+
+    report = reconciliation.import_statement(channel, f"{STATEMENT_HEADER}\n{row}\n")
+
+    assert [(problem.line, problem.receipt) for problem in report.errors] == [(2, "SLB1AB2CD3")]
+    assert "Completion Time" in report.errors[0].message
+    assert report.newly_recorded == 0 and nothing_paid()
+
+
+# --- pages keep answering ---------------------------------------------------------------------------------------
+
+
+def test_payments_made_through_the_hooks_are_shown_by_the_api_and_the_admin(channel, wanjiku, fake, admin_client):
+    post(channel, "c2b-confirmation", confirmation(TransTime="00010101000000"))  # refused: no payment
+    post(channel, "c2b-confirmation", confirmation())
+    request = push(fake, wanjiku, 200)
+    post(channel, "stk-callback", stk_body(request, receipt="SIM1AB2CD4"))
+    for callback in InboundCallback.objects.order_by("pk"):
+        services.process_callback(callback.pk)
+    paybill, prompt = Payment.objects.order_by("pk")
+    assert (paybill.received_at, paybill.amount, prompt.amount) == (NOW - MINUTE, 1500, 200)
+
+    api = staff_client()
+    listed = api.get(f"/api/v1/payments/?customer={wanjiku.pk}")
+    assert listed.status_code == 200
+    assert {row["reference"] for row in listed.json()["results"]} == {"RKTQDM7W6S", "SIM1AB2CD4"}
+    for payment in (paybill, prompt):
+        assert api.get(f"/api/v1/payments/{payment.pk}/").status_code == 200
+        assert admin_client.get(f"/admin/payments/payment/{payment.pk}/change/").status_code == 200
+    assert admin_client.get("/admin/payments/payment/").status_code == 200
+    for callback in InboundCallback.objects.all():
+        assert admin_client.get(f"/admin/mpesa/inboundcallback/{callback.pk}/change/").status_code == 200
+    assert admin_client.get("/admin/mpesa/inboundcallback/").status_code == 200
