@@ -12,6 +12,10 @@ with a reason (`BadCallback`):
   `plausible_time` is the same check for a time read another way (the portal statement). A year-1
   date would be stored by PostgreSQL as 1 BC, which Python cannot read back: every page showing it
   would fail for ever.
+- text: `require_storable` refuses a payload holding text PostgreSQL cannot store (NUL, a lone
+  UTF-16 surrogate), anywhere, keys included: acknowledged, it could never be processed.
+  `has_control_characters` finds control characters in an identifier (refused), `clean_name`
+  removes them from a person's name (kept).
 
 Storing: `storable` escapes NUL and lone surrogates in text for a PostgreSQL text column, and
 `storable_body` turns any request body into text (invalid UTF-8 bytes as \\xNN escapes, NUL as
@@ -23,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import unicodedata
 import zoneinfo
 from decimal import Decimal
 
@@ -85,6 +90,50 @@ def load_json_object(body: bytes | str) -> dict:
 
 
 # --- text ----------------------------------------------------------------------------------------------
+
+
+def unstorable_paths(data) -> list[str]:
+    """Where `data` (parsed JSON) holds text PostgreSQL cannot store (NUL, a lone surrogate), in keys
+    or values, as paths like "Result.ResultDesc" or "Body.stkCallback.CallbackMetadata.Item[2].Value"."""
+    found, stack = [], [(data, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            for key, child in value.items():
+                where = f"{path}.{key}" if path else str(key)
+                if _UNSTORABLE_RE.search(key):
+                    found.append(storable(where))
+                stack.append((child, where))
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}[{n}]") for n, child in enumerate(value))
+        elif isinstance(value, str) and _UNSTORABLE_RE.search(value):
+            found.append(storable(path))
+    return sorted(set(found))
+
+
+def require_storable(data) -> None:
+    """Raise BadCallback("unstorable_text") naming where `data` holds text PostgreSQL cannot store."""
+    paths = unstorable_paths(data)
+    if paths:
+        raise BadCallback(
+            "unstorable_text",
+            "the payload holds a NUL character or a lone surrogate, which Daraja never sends: " + ", ".join(paths[:5]),
+            {path: ["holds a NUL character or a lone surrogate"] for path in paths[:20]},
+        )
+
+
+def has_control_characters(text: str) -> bool:
+    """True when `text` holds a control character (NUL, tab, escape …) or a lone surrogate."""
+    return any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
+
+
+def clean_name(text: str) -> str:
+    """A person's name without control characters or lone surrogates (a whitespace control becomes a
+    space; runs of spaces become one)."""
+    if not has_control_characters(text):
+        return text
+    kept = (" " if ch.isspace() else "" if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in text)
+    return " ".join("".join(kept).split())
 
 
 def storable(text: str) -> str:

@@ -46,7 +46,7 @@ from wavu.payments.services import DuplicateReferenceMismatch, record_payment
 
 from . import selectors, services
 from .models import InboundCallback, PaymentChannel
-from .payloads import MPESA_TIME_ZONE, BadCallback, daraja_time, load_json_object, plausible_time
+from .payloads import MPESA_TIME_ZONE, BadCallback, daraja_time, load_json_object, plausible_time, require_storable
 
 logger = logging.getLogger("wavu.mpesa")
 
@@ -644,9 +644,11 @@ def _items(value) -> list:
 
 def parse_status_result(body: bytes | str) -> StatusResult:
     """A Transaction Status result (mpesa-daraja.md §1.8): ResultParameter as an object or an array,
-    keys with spaces, items without a Value. Raises BadCallback when there is no Result object, or
-    when FinalisedTime is given but is no plausible date (`payloads.daraja_time`)."""
+    keys with spaces, items without a Value. Raises BadCallback when there is no Result object, when
+    FinalisedTime is given but is no plausible date (`payloads.daraja_time`), or when the body holds
+    text PostgreSQL cannot store (NUL)."""
     data = load_json_object(body)
+    require_storable(data)
     result = data.get("Result")
     if not isinstance(result, dict):
         raise BadCallback("no_result", "the body has no Result object")

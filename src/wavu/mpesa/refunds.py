@@ -628,8 +628,10 @@ def parse_refund_result(body: bytes | str) -> RefundResult:
     """Read a B2C or Reversal `Result` (also the QueueTimeOut body). ResultCode may be a number or a
     string; ResultParameters may be missing, an object or an array; keys are read by name, a key
     without a Value is kept as None. Raises services.BadCallback when there is no Result object or no
-    ConversationID / OriginatorConversationID to match it by."""
+    ConversationID / OriginatorConversationID to match it by, or when the body holds text PostgreSQL
+    cannot store (NUL: the parameters are kept in a JSON column)."""
     data = services.load_json_object(body)
+    services.require_storable(data)
     result = data.get("Result")
     if not isinstance(result, dict):
         raise services.BadCallback("no_result", "the body has no Result object")

@@ -38,7 +38,17 @@ from wavu.payments.services import FUTURE_TOLERANCE, clean_amount
 
 from . import selectors
 from .models import InboundCallback, PaymentChannel
-from .payloads import MPESA_TIME_ZONE, BadCallback, daraja_time, load_json_object, storable, storable_body  # noqa: F401
+from .payloads import (  # noqa: F401 (MPESA_TIME_ZONE: re-exported)
+    MPESA_TIME_ZONE,
+    BadCallback,
+    clean_name,
+    daraja_time,
+    has_control_characters,
+    load_json_object,
+    require_storable,
+    storable,
+    storable_body,
+)
 
 logger = logging.getLogger("wavu.mpesa")
 
@@ -117,7 +127,10 @@ class C2BNotice:
 _TRANS_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,59}$")
 
 
-def _text(data: dict, errors: dict, name: str, *, max_length: int, required: bool = False) -> str:
+def _text(data: dict, errors: dict, name: str, *, max_length: int, required: bool = False, person=False) -> str:
+    """Field `name` as text. A person's name loses its control characters (`payloads.clean_name`);
+    any other field holding one (NUL, escape, a lone surrogate …) is an error: Daraja sends none, and
+    guessing what an identifier meant could credit the wrong account."""
     value = data.get(name)
     if value is None:
         value = ""
@@ -125,6 +138,11 @@ def _text(data: dict, errors: dict, name: str, *, max_length: int, required: boo
         errors[name] = [f"{name} must be text"]
         return ""
     value = str(value).strip()
+    if person:
+        value = clean_name(value)
+    elif has_control_characters(value):
+        errors[name] = [f"{name} holds a control character (such as NUL), which Daraja never sends"]
+        return ""
     if required and not value:
         errors[name] = [f"{name} is required"]
     elif len(value) > max_length:
@@ -135,6 +153,8 @@ def _text(data: dict, errors: dict, name: str, *, max_length: int, required: boo
 def parse_c2b(body: bytes | str, *, confirmation: bool = True) -> C2BNotice:
     """Check a C2B validation/confirmation payload (mpesa-daraja.md §1.6) and type it.
 
+    Text: the payer's names lose control characters (NUL, escapes …); BillRefNumber, MSISDN,
+    BusinessShortCode and TransactionType holding one are refused.
     Required: TransAmount (a positive amount with at most 2 decimals; text or a JSON number), and for
     a confirmation TransID (letters/digits) and TransTime (YYYYMMDDHHmmss, a plausible date:
     `payloads.daraja_time`; also checked in a validation that names one). Optional text fields
@@ -165,7 +185,7 @@ def parse_c2b(body: bytes | str, *, confirmation: bool = True) -> C2BNotice:
             errors["TransTime"] = [str(exc)]
     bill_ref = _text(data, errors, "BillRefNumber", max_length=100)
     msisdn = _text(data, errors, "MSISDN", max_length=80)
-    names = [_text(data, errors, name, max_length=80) for name in ("FirstName", "MiddleName", "LastName")]
+    names = [_text(data, errors, name, max_length=80, person=True) for name in ("FirstName", "MiddleName", "LastName")]
     shortcode = _text(data, errors, "BusinessShortCode", max_length=20)
     transaction_type = _text(data, errors, "TransactionType", max_length=60)
     if errors:
@@ -247,8 +267,11 @@ def receive_hook(channel: PaymentChannel, kind: str, request: HookRequest) -> Ho
 
     In order: a body over HOOK_MAX_BODY_BYTES → 413; a method other than POST → 405; a source address
     off the allowlist → 403 when the channel enforces it (with log_only the request goes on, flagged
-    source_allowed=False); an invalid payload → 400. Each of these is kept with status "rejected" and
-    the reason in `outcome`, and never becomes a payment. Then, by kind:
+    source_allowed=False); an invalid payload → 400: a C2B request checked field by field
+    (`parse_c2b`), any other kind when it is not a JSON object (`payloads.load_json_object`) or holds
+    text PostgreSQL cannot store (`payloads.require_storable`), so what is acknowledged can be
+    processed. Each of these is kept with status "rejected" and the reason in `outcome`, and never
+    becomes a payment. Then, by kind:
     - C2B validation: the cheap account match decides: accepted, or C2B00012 when the channel
       rejects unknown accounts and nobody matches; kept with the decision;
     - C2B confirmation: kept as "received", acknowledged; processing follows after commit;
@@ -283,7 +306,7 @@ def receive_hook(channel: PaymentChannel, kind: str, request: HookRequest) -> Ho
             return refuse(400, exc.code, exc.message, exc.fields)
     else:
         try:
-            load_json_object(request.body)
+            require_storable(load_json_object(request.body))
         except BadCallback as exc:
             return refuse(400, exc.code, exc.message, exc.fields)
 

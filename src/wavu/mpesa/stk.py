@@ -402,8 +402,10 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
     may have no Value; Amount (1 or 1.0) is read from the raw text as Decimal, never float;
     TransactionDate is a number yyyyMMddHHmmss (Nairobi time, a plausible date: `payloads.daraja_time`);
     PhoneNumber a number. ResultCode 0 without MpesaReceiptNumber or Amount, or with a TransactionDate
-    that is no plausible date, is malformed. Raises `services.BadCallback`."""
+    that is no plausible date, is malformed, as is text PostgreSQL cannot store (NUL) anywhere.
+    Raises `services.BadCallback`."""
     data = services.load_json_object(body)
+    payloads.require_storable(data)
     stk = (data.get("Body") or {}).get("stkCallback") if isinstance(data.get("Body"), dict) else None
     if not isinstance(stk, dict):
         raise services.BadCallback("not_stk_callback", "the body has no Body.stkCallback object")

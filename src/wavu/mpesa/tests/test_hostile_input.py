@@ -274,3 +274,157 @@ def test_payments_made_through_the_hooks_are_shown_by_the_api_and_the_admin(chan
     for callback in InboundCallback.objects.all():
         assert admin_client.get(f"/admin/mpesa/inboundcallback/{callback.pk}/change/").status_code == 200
     assert admin_client.get("/admin/mpesa/inboundcallback/").status_code == 200
+
+
+# --- text: names are cleaned, identifiers with control characters refused, NUL never acknowledged ------------
+
+
+@pytest.mark.parametrize(
+    ("names", "kept"),
+    [
+        ({"FirstName": "Jo\u0000hn"}, "John"),
+        ({"FirstName": "John", "MiddleName": "\u001b[31mKamau\u0007", "LastName": "Doe"}, "John [31mKamau Doe"),
+        ({"FirstName": "Jo\ud800hn", "LastName": "Doe\u0085"}, "John Doe"),
+        ({"FirstName": "Wan\tjiku"}, "Wan jiku"),
+    ],
+)
+def test_control_characters_in_the_payers_name_are_removed_and_the_payment_is_credited(channel, wanjiku, names, kept):
+    response = post(channel, "c2b-confirmation", confirmation(**names))
+
+    assert response.json() == {"ResultCode": 0, "ResultDesc": "Success"}
+    callback = services.process_callback(the_callback().pk)
+    assert callback.status == "processed" and callback.outcome.startswith("credited to 10008")
+    payment = Payment.objects.get()
+    assert (payment.customer, payment.payer_name, payment.amount) == (wanjiku, kept, 1500)
+
+
+def test_a_confirmation_stored_with_a_nul_in_the_name_that_failed_before_is_credited_by_the_retry_job(
+    channel, wanjiku, clock
+):
+    stored = InboundCallback.objects.create(
+        channel=channel,
+        kind="c2b_confirmation",
+        received_at=NOW,
+        headers={},
+        body=confirmation(FirstName="Jo\u0000hn"),  # json.dumps writes the NUL as the escape \\u0000
+        status="failed",
+        attempts=3,
+        last_error="ValueError: PostgreSQL text fields cannot contain NUL (0x00) bytes",
+    )
+    clock.move_to(NOW + dt.timedelta(hours=1))
+
+    assert services.retry_callbacks().as_dict() == {"picked": 1, "processed": 1}
+    stored.refresh_from_db()
+    assert stored.status == "processed" and Payment.objects.get().customer == wanjiku
+
+
+@pytest.mark.parametrize("hook", ["c2b-confirmation", "c2b-validation"])
+@pytest.mark.parametrize(
+    "field", ["BillRefNumber", "MSISDN", "BusinessShortCode", "TransactionType"], ids=lambda field: f"{field}"
+)
+@pytest.mark.parametrize("bad", ["\u0000", "\ud800", "\u001b"], ids=["NUL", "lone surrogate", "escape"])
+def test_an_identifier_holding_a_control_character_is_refused_kept_for_staff_and_never_paid(
+    channel, wanjiku, hook, field, bad
+):
+    body = json.loads(confirmation())
+    body[field] = f"{body[field][:3]}{bad}{body[field][3:]}"
+
+    response = post(channel, hook, json.dumps(body))
+
+    assert response.status_code == 400 and field in response.json()["error"]["fields"]
+    callback = the_callback()
+    assert callback.status == "rejected" and "control character" in callback.outcome
+    assert services.process_callback(callback.pk).status == "rejected"
+    assert nothing_paid()
+
+
+def stk_success_with(request: StkRequest, edit) -> str:
+    body = json.loads(stk_body(request))
+    edit(body["Body"]["stkCallback"])
+    return json.dumps(body)
+
+
+def set_item(name: str, value):
+    def edit(callback):
+        for item in callback["CallbackMetadata"]["Item"]:
+            if item["Name"] == name:
+                item["Value"] = value
+
+    return edit
+
+
+UNSTORABLE = {
+    "a NUL in ResultDesc": lambda callback: callback.update(ResultDesc="Processed\u0000"),
+    "a lone surrogate in CheckoutRequestID": lambda callback: callback.update(
+        CheckoutRequestID=callback["CheckoutRequestID"] + "\udfff"
+    ),
+    "a NUL in a key": lambda callback: callback.update({"Extra\u0000": 1}),
+    "a NUL in PhoneNumber": set_item("PhoneNumber", "2547\u000012345678"),
+}
+
+
+@pytest.mark.parametrize("case", UNSTORABLE)
+def test_an_stk_callback_holding_a_nul_is_refused_at_the_hook_and_the_request_waits_for_the_janitor(
+    channel, wanjiku, fake, case
+):
+    request = push(fake, wanjiku, 1500)
+
+    response = post(channel, "stk-callback", stk_success_with(request, UNSTORABLE[case]))
+
+    assert response.status_code == 400 and response.json()["error"]["code"] == "unstorable_text"
+    callback = the_callback()
+    assert callback.status == "rejected" and "\x00" not in callback.outcome
+    request.refresh_from_db()
+    assert request.status == "pending" and nothing_paid()
+
+
+def test_an_stk_callback_with_a_nul_stored_before_the_rule_is_rejected_by_the_worker(channel, wanjiku, fake):
+    request = push(fake, wanjiku, 1500)
+    stored = InboundCallback.objects.create(
+        channel=channel,
+        kind="stk_callback",
+        received_at=NOW,
+        headers={},
+        body=stk_success_with(request, UNSTORABLE["a NUL in ResultDesc"]),
+    )
+
+    callback = services.process_callback(stored.pk)
+
+    assert callback.status == "rejected" and "NUL" in callback.outcome
+    request.refresh_from_db()
+    assert request.status == "pending" and nothing_paid()
+
+
+RESULT_WITH_A_NUL = {
+    "Result": {
+        "ResultType": 0,
+        "ResultCode": 0,
+        "ResultDesc": "The service request is processed successfully.",
+        "OriginatorConversationID": "10816-694520-2",
+        "ConversationID": "AG_20261215_0001",
+        "TransactionID": "LGR919G2AV",
+        "ResultParameters": {
+            "ResultParameter": [
+                {"Key": "ReceiptNo", "Value": "LGR919G2AV"},
+                {"Key": "Amount", "Value": 450},
+                {"Key": "TransactionStatus", "Value": "Completed"},
+                {"Key": "DebitPartyName", "Value": "25470****149 - Jo\u0000hn"},
+            ]
+        },
+    }
+}
+
+
+@pytest.mark.parametrize(
+    "hook", ["status-result", "status-timeout", "b2c-result", "b2c-timeout", "reversal-result", "reversal-timeout"]
+)
+def test_a_result_holding_a_nul_is_refused_at_the_hook_kept_for_staff_and_never_paid(channel, hook):
+    response = post(channel, hook, json.dumps(RESULT_WITH_A_NUL))
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "unstorable_text"
+    assert "Result.ResultParameters.ResultParameter[3].Value" in error["fields"]
+    callback = the_callback()
+    assert callback.status == "rejected" and services.process_callback(callback.pk).status == "rejected"
+    assert nothing_paid()
