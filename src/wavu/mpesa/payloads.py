@@ -4,8 +4,13 @@ Daraja sends UTF-8 JSON objects. Anything else is not Daraja, and is refused rat
 with a reason (`BadCallback`):
 
 - `load_json_object`: the body must be UTF-8 JSON holding an object, nested at most `MAX_DEPTH`
-  deep, without NaN/Infinity; numbers with a fraction become Decimal, never float. A body that
-  would exhaust the parser's recursion is refused like any malformed body.
+  deep, without a key twice in one object, without NaN/Infinity. Numbers with a fraction or an
+  exponent become `JsonNumber` (a Decimal that remembers how it was written), never float. A body
+  that would exhaust the parser's recursion is refused like any malformed body.
+- `daraja_amount`: ASCII digits with an optional decimal point ("1500", "1500.00", 1.0), then
+  `payments.services.clean_amount` (positive, at most two decimals, at most the largest amount).
+  Other scripts' digits ("١٠٠", "１００"), exponents ("1E+3", 1e-2), signs and separators are refused:
+  Python's int() and Decimal() would read them; Daraja never sends them.
 - `daraja_time`: the one parser of Daraja's timestamps (C2B TransTime, STK TransactionDate,
   Transaction Status FinalisedTime): YYYYMMDDHHmmss (text or a JSON integer), a real date and time
   in Nairobi, not before 2007 (M-Pesa began then) and at most one day after `clock.now()`.
@@ -31,7 +36,10 @@ import unicodedata
 import zoneinfo
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
+
 from wavu.core import clock
+from wavu.payments.services import clean_amount
 
 # M-Pesa states its times in Kenyan time, whatever the ISP's TIME_ZONE.
 MPESA_TIME_ZONE = zoneinfo.ZoneInfo("Africa/Nairobi")
@@ -41,6 +49,7 @@ FUTURE_LIMIT = dt.timedelta(days=1)  # a Daraja time later than this after now i
 MAX_DEPTH = 32  # Daraja's payloads nest 5 levels deep at most
 
 _TIME_RE = re.compile(r"[0-9]{14}")
+_AMOUNT_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -52,8 +61,34 @@ class BadCallback(Exception):
         self.code, self.message, self.fields = code, message, fields or {}
 
 
+class JsonNumber(Decimal):
+    """A JSON number with a fraction or an exponent, as Decimal; `text` is how the body wrote it."""
+
+    __slots__ = ("text",)
+
+
+def _json_number(text: str) -> JsonNumber:
+    number = JsonNumber(text)
+    number.text = text
+    return number
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    """json's object_pairs_hook: the object as a dict, refusing a key given twice (json.loads would
+    keep the last one silently: two amounts, and the one read is the one an attacker put last)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set = set()
+        raise _DuplicateKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return data
 
 
 def _depth(data) -> int:
@@ -77,7 +112,14 @@ def load_json_object(body: bytes | str) -> dict:
     not JSON, NaN, nested too deeply), duplicate_key, or not_an_object."""
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
-        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        data = json.loads(
+            text, parse_float=_json_number, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+        )
+    except _DuplicateKey as exc:
+        key = storable(str(exc))
+        raise BadCallback(
+            "duplicate_key", f"the key {key!r} is given twice in one object", {key: ["given twice"]}
+        ) from None
     except RecursionError:
         raise BadCallback("malformed_json", "the body is nested too deeply to be a Daraja payload") from None
     except (UnicodeDecodeError, ValueError) as exc:
@@ -183,3 +225,26 @@ def daraja_time(value, *, field: str) -> dt.datetime:
     except ValueError:
         raise ValueError(f"{field} {text!r} is not a date and time YYYYMMDDHHmmss") from None
     return plausible_time(moment, field=field)
+
+
+# --- amounts -------------------------------------------------------------------------------------------
+
+
+def daraja_amount(value, *, field: str) -> Decimal:
+    """An amount as Daraja writes it (text "1500.00", or a JSON number 1500 / 1500.0) as a Decimal with
+    two places. Raises ValidationError({field: [...]}) for anything else (see the module doc)."""
+    if isinstance(value, JsonNumber):
+        text = value.text
+    elif isinstance(value, int | Decimal) and not isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        raise ValidationError({field: [f'{field} must be an amount like "1500.00"']})
+    if not text:
+        raise ValidationError({field: [f"{field} is required"]})
+    if not _AMOUNT_RE.fullmatch(text):
+        raise ValidationError(
+            {field: [f"{field} {storable(text)[:40]!r} is not an amount as Daraja writes one (digits 0-9, a point)"]}
+        )
+    return clean_amount(Decimal(text), field=field)

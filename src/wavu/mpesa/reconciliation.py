@@ -46,7 +46,15 @@ from wavu.payments.services import DuplicateReferenceMismatch, record_payment
 
 from . import selectors, services
 from .models import InboundCallback, PaymentChannel
-from .payloads import MPESA_TIME_ZONE, BadCallback, daraja_time, load_json_object, plausible_time, require_storable
+from .payloads import (
+    MPESA_TIME_ZONE,
+    BadCallback,
+    daraja_amount,
+    daraja_time,
+    load_json_object,
+    plausible_time,
+    require_storable,
+)
 
 logger = logging.getLogger("wavu.mpesa")
 
@@ -132,11 +140,16 @@ def _header_key(cell: str) -> str:
 
 def parse_amount(text: str, *, column: str) -> Decimal:
     """'1,500.00', '1500', '-1,000.00', 'KES 20.00', '' → Decimal (blank → 0; the sign is dropped: the
-    column says which way the money went). ValueError for anything else."""
+    column says which way the money went). ValueError for anything else, other scripts' digits and
+    exponents included."""
     cleaned = (text or "").strip().replace(",", "").replace(" ", "")
     cleaned = re.sub(r"^(KES|KSH|KSHS)", "", cleaned, flags=re.I)
     if cleaned in ("", "-"):
         return Decimal("0")
+    if not re.fullmatch(
+        r"-?[0-9]+(?:\.[0-9]+)?", cleaned
+    ):  # Decimal() reads "１００" and "1E+3": the portal writes neither
+        raise ValueError(f"{column} {text!r} is not an amount")
     try:
         value = Decimal(cleaned)
     except InvalidOperation:
@@ -645,6 +658,7 @@ def _items(value) -> list:
 def parse_status_result(body: bytes | str) -> StatusResult:
     """A Transaction Status result (mpesa-daraja.md §1.8): ResultParameter as an object or an array,
     keys with spaces, items without a Value. Raises BadCallback when there is no Result object, when
+    Amount is given but is no amount as Daraja writes one (`payloads.daraja_amount`), when
     FinalisedTime is given but is no plausible date (`payloads.daraja_time`), or when the body holds
     text PostgreSQL cannot store (NUL)."""
     data = load_json_object(body)
@@ -657,11 +671,11 @@ def parse_status_result(body: bytes | str) -> StatusResult:
         if "Key" in item:
             params[str(item["Key"])] = item.get("Value")
     amount = None
-    try:
-        if params.get("Amount") not in (None, ""):
-            amount = Decimal(str(params["Amount"]))
-    except InvalidOperation:
-        amount = None
+    if params.get("Amount") not in (None, ""):
+        try:
+            amount = daraja_amount(params["Amount"], field="Amount")
+        except ValidationError as exc:
+            raise BadCallback("bad_amount", "; ".join(exc.messages), exc.message_dict) from None
     finalised = None
     if params.get("FinalisedTime") not in (None, ""):
         try:

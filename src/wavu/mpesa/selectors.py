@@ -128,8 +128,15 @@ def source_on_allowlist(channel: PaymentChannel, source_ip: str | None) -> bool:
 
 # --- who a paybill account reference names ------------------------------------------------------
 
-_INVOICE_RE = re.compile(rf"^{INVOICE_SERIES}0*(\d{{1,9}})$")
-_PHONE_RE = re.compile(r"^(?:\+?254|0)[17]\d{8}$")
+_INVOICE_RE = re.compile(rf"^{INVOICE_SERIES}0*([0-9]{{1,9}})$")
+_PHONE_RE = re.compile(r"^(?:\+?254|0)[17][0-9]{8}$")
+OTHER_DIGITS = "the account reference has digits other than 0-9, which match no account"
+
+
+def _has_other_digits(text: str) -> bool:
+    """True when `text` holds a digit that is not ASCII 0-9 ("١", "१", "１", "²"): int() and the
+    phone parser would read them, so each rule would treat them differently; none of them matches."""
+    return any(ch.isdigit() and not "0" <= ch <= "9" for ch in text)
 
 
 @dataclass(frozen=True)
@@ -152,11 +159,14 @@ def match_account_reference(text: str) -> ReferenceMatch:
     3. a customer's registered phone (main or alternative), only when the reference is written as a
        whole Kenyan mobile number (07…/01…, 2547…, +2547…); two customers on one phone match nobody;
     4. a service (PPPoE/hotspot) username, case-insensitive.
-    The payer's MSISDN is never an input: Safaricom masks or hashes it.
+    Digits are ASCII 0-9 in every rule: a reference holding other digits ("INV-٠٠٠١", "१२२१९",
+    "１０００８") matches nobody. The payer's MSISDN is never an input: Safaricom masks or hashes it.
     """
     raw = (text or "").strip()
     if not raw:
         return ReferenceMatch(None, "", "no account reference was given")
+    if _has_other_digits(raw):
+        return ReferenceMatch(None, "", OTHER_DIGITS)
     customer = find_by_account_reference(raw)
     if customer is not None:
         return ReferenceMatch(customer, "account_number", f"account number {customer.account_number}")
@@ -165,6 +175,8 @@ def match_account_reference(text: str) -> ReferenceMatch:
 
 def _match_beyond_account_number(raw: str) -> ReferenceMatch:
     """Rules 2–4 of `match_account_reference` for a non-blank reference that is no account number."""
+    if _has_other_digits(raw):
+        return ReferenceMatch(None, "", OTHER_DIGITS)
     compact = re.sub(r"[\s\-_/.]", "", raw).lstrip("#").upper()
     invoice_match = _INVOICE_RE.match(compact)
     if invoice_match and int(invoice_match.group(1)) > 0:
@@ -193,7 +205,8 @@ def _match_beyond_account_number(raw: str) -> ReferenceMatch:
 
 def match_account_references(texts) -> dict[str, ReferenceMatch]:
     """`match_account_reference` for many references at once: {text: match}. Account numbers (what
-    nearly every payer types) are looked up in one query; the rest go through the rules one by one."""
+    nearly every payer types) are looked up in one query; the rest go through the rules one by one.
+    The same rules, ASCII digits included, as `match_account_reference`."""
     texts = set(texts)
     numbers = {}
     for text in texts:

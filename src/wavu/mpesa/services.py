@@ -34,7 +34,7 @@ from django.db import transaction
 from wavu.core import clock
 from wavu.core.db import insert_rows, update_rows
 from wavu.core.tasks import enqueue_on_commit
-from wavu.payments.services import FUTURE_TOLERANCE, clean_amount
+from wavu.payments.services import FUTURE_TOLERANCE
 
 from . import selectors
 from .models import InboundCallback, PaymentChannel
@@ -42,6 +42,7 @@ from .payloads import (  # noqa: F401 (MPESA_TIME_ZONE: re-exported)
     MPESA_TIME_ZONE,
     BadCallback,
     clean_name,
+    daraja_amount,
     daraja_time,
     has_control_characters,
     load_json_object,
@@ -155,7 +156,8 @@ def parse_c2b(body: bytes | str, *, confirmation: bool = True) -> C2BNotice:
 
     Text: the payer's names lose control characters (NUL, escapes …); BillRefNumber, MSISDN,
     BusinessShortCode and TransactionType holding one are refused.
-    Required: TransAmount (a positive amount with at most 2 decimals; text or a JSON number), and for
+    Required: TransAmount (`payloads.daraja_amount`: a positive amount with at most 2 decimals, ASCII
+    digits, text or a JSON number, no exponent), and for
     a confirmation TransID (letters/digits) and TransTime (YYYYMMDDHHmmss, a plausible date:
     `payloads.daraja_time`; also checked in a validation that names one). Optional text fields
     must be text when present. Raises BadCallback(code, message, fields) naming every bad field.
@@ -166,16 +168,10 @@ def parse_c2b(body: bytes | str, *, confirmation: bool = True) -> C2BNotice:
     if trans_id and "TransID" not in errors and not _TRANS_ID_RE.match(trans_id):
         errors["TransID"] = ["TransID must be letters and digits"]
     amount = None
-    raw_amount = data.get("TransAmount")
-    if raw_amount is None or raw_amount == "":
-        errors["TransAmount"] = ["TransAmount is required"]
-    elif isinstance(raw_amount, bool) or not isinstance(raw_amount, str | int | Decimal):
-        errors["TransAmount"] = ['TransAmount must be an amount like "1500.00"']
-    else:
-        try:
-            amount = clean_amount(raw_amount, field="TransAmount")
-        except ValidationError as exc:
-            errors.update(exc.message_dict)
+    try:
+        amount = daraja_amount(data.get("TransAmount"), field="TransAmount")
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
     trans_time = None
     raw_time = _text(data, errors, "TransTime", max_length=14, required=confirmation)
     if raw_time and "TransTime" not in errors:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -55,7 +56,7 @@ from wavu.core.models import AuditEvent
 from wavu.core.phones import normalize_msisdn
 from wavu.customers.models import Customer
 from wavu.ledger.selectors import customer_credit
-from wavu.payments.services import FUTURE_TOLERANCE, DuplicateReferenceMismatch, clean_amount, record_payment
+from wavu.payments.services import FUTURE_TOLERANCE, DuplicateReferenceMismatch, record_payment
 from wavu.subscriptions.models import Subscription
 
 from . import channels, daraja, payloads, services
@@ -399,7 +400,8 @@ def _number_text(value) -> str:
 
 def parse_stk_callback(body: bytes | str) -> StkResult:
     """Parse an STK callback (mpesa-daraja.md §1.3). Items are looked up by Name in any order; `Balance`
-    may have no Value; Amount (1 or 1.0) is read from the raw text as Decimal, never float;
+    may have no Value; Amount (1 or 1.0) is read from the raw text as Decimal, never float, in ASCII
+    digits without an exponent (`payloads.daraja_amount`); ResultCode is 0 only when written 0;
     TransactionDate is a number yyyyMMddHHmmss (Nairobi time, a plausible date: `payloads.daraja_time`);
     PhoneNumber a number. ResultCode 0 without MpesaReceiptNumber or Amount, or with a TransactionDate
     that is no plausible date, is malformed, as is text PostgreSQL cannot store (NUL) anywhere.
@@ -416,10 +418,13 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
         )
     raw_code = stk.get("ResultCode")
     try:
-        code = str(int(_number_text(raw_code)))
+        code = _number_text(raw_code)
+        if not re.fullmatch(r"-?[0-9]+", code):  # int() would read "٠" as 0: a success
+            raise ValueError("not an integer in ASCII digits")
+        code = str(int(code))
     except (ValueError, TypeError):
         if isinstance(raw_code, str) and raw_code.strip():
-            code = raw_code.strip()  # e.g. SFC_IC0003
+            code = raw_code.strip()  # e.g. SFC_IC0003; any code but "0" is no success
         else:
             raise services.BadCallback(
                 "missing_field", "ResultCode is required", {"ResultCode": ["required"]}
@@ -442,9 +447,7 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
     errors: dict[str, list[str]] = {}
     amount = receipt = None
     try:
-        amount = clean_amount(_number_text(values.get("Amount")), field="Amount")
-    except (ValueError, ArithmeticError):
-        errors["Amount"] = ["Amount must be a positive number"]
+        amount = payloads.daraja_amount(values.get("Amount"), field="Amount")
     except ValidationError as exc:
         errors.update(exc.message_dict)
     receipt = values.get("MpesaReceiptNumber")

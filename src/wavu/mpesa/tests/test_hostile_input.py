@@ -16,10 +16,11 @@ import time_machine
 from django.test import Client
 
 from wavu.ledger.models import JournalEntry
-from wavu.mpesa import reconciliation, services, stk
+from wavu.mpesa import reconciliation, refunds, selectors, services, stk
 from wavu.mpesa.models import InboundCallback, StkRequest
 from wavu.mpesa.payloads import MPESA_TIME_ZONE
 from wavu.mpesa.tests.test_c2b_hooks import SAFARICOM_IP, c2b_payload, hook_url, make_channel
+from wavu.mpesa.tests.test_matching import issued_invoice
 from wavu.mpesa.tests.test_stk import FakeDaraja, stk_body
 from wavu.payments.models import Payment
 from wavu.testing.api import staff_client
@@ -428,3 +429,197 @@ def test_a_result_holding_a_nul_is_refused_at_the_hook_kept_for_staff_and_never_
     callback = the_callback()
     assert callback.status == "rejected" and services.process_callback(callback.pk).status == "rejected"
     assert nothing_paid()
+
+
+# --- amounts and keys as Daraja writes them, and nothing else -------------------------------------------------
+
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+DEVANAGARI = str.maketrans("0123456789", "०१२३४५६७८९")
+FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+ASCII = str.maketrans("٠١٢٣٤٥٦٧٨٩०१२३४५६७८९０１２３４５６７８９", "0123456789" * 3)
+
+NOT_AN_AMOUNT = {
+    "Arabic-Indic digits": '"١٠٠"',
+    "fullwidth digits": '"１００"',
+    "Devanagari digits with a point": '"१००.००"',
+    "an exponent as text": '"1E+3"',
+    "a small exponent as text": '"1e-2"',
+    "an exponent as a JSON number": "1E+3",
+    "a fraction by exponent as a JSON number": "100e-2",
+    "a plus sign": '"+100"',
+    "a thousands separator": '"1,500.00"',
+    "a superscript digit": '"10²"',
+}
+
+
+@pytest.mark.parametrize("hook", ["c2b-confirmation", "c2b-validation"])
+@pytest.mark.parametrize("case", NOT_AN_AMOUNT)
+def test_a_c2b_amount_daraja_would_never_write_is_refused_and_kept_with_a_reason(channel, wanjiku, hook, case):
+    body = confirmation(TransAmount="AMOUNT").replace('"AMOUNT"', NOT_AN_AMOUNT[case])
+
+    response = post(channel, hook, body)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_payload" and "TransAmount" in error["fields"]
+    callback = the_callback()
+    assert callback.status == "rejected" and "TransAmount" in callback.outcome
+    assert nothing_paid()
+
+
+@pytest.mark.parametrize("raw", ['"1500.00"', '"1500"', "1500", "1500.0", "1500.00"])
+def test_an_amount_as_daraja_writes_it_is_credited_exactly(channel, wanjiku, raw):
+    post(channel, "c2b-confirmation", confirmation(TransAmount="AMOUNT").replace('"AMOUNT"', raw))
+
+    assert services.process_callback(the_callback().pk).status == "processed"
+    assert Payment.objects.get().amount == 1500
+
+
+@pytest.mark.parametrize("case", ["Arabic-Indic digits", "an exponent as a JSON number", "a small exponent as text"])
+def test_an_stk_amount_daraja_would_never_write_is_rejected_and_nothing_is_paid(channel, wanjiku, fake, case):
+    request = push(fake, wanjiku, 100)
+    body = stk_success_with(request, set_item("Amount", "AMOUNT")).replace('"AMOUNT"', NOT_AN_AMOUNT[case])
+
+    post(channel, "stk-callback", body)
+    callback = services.process_callback(the_callback().pk)
+
+    assert callback.status == "rejected" and "Amount" in callback.outcome
+    request.refresh_from_db()
+    assert request.status == "pending" and nothing_paid()
+
+
+def test_an_stk_result_code_in_other_digits_is_no_success(channel, wanjiku, fake):
+    request = push(fake, wanjiku, 100)
+
+    post(channel, "stk-callback", stk_success_with(request, lambda callback: callback.update(ResultCode="٠")))
+    services.process_callback(the_callback().pk)
+
+    request.refresh_from_db()
+    assert request.status == "failed" and nothing_paid()
+
+
+def test_a_status_result_amount_in_fullwidth_digits_is_rejected_not_recorded(channel):
+    body = json.dumps(RESULT_WITH_A_NUL).replace("Jo\\u0000hn", "John").replace("450", '"４５０"')
+    post(channel, "status-result", body)
+
+    callback = services.process_callback(the_callback().pk)
+
+    assert callback.status == "rejected" and "Amount" in callback.outcome
+    assert nothing_paid()
+
+
+@pytest.mark.parametrize("amount", ['"１００"', "1E+2", '"1e2"'])
+def test_a_refund_result_amount_daraja_would_never_write_is_refused(amount):
+    body = {
+        "Result": {
+            "ResultCode": 0,
+            "ConversationID": "AG_20261215_0002",
+            "OriginatorConversationID": "feb5e3f2-fbbc-4745-844c-ee37b546f627",
+            "TransactionID": "SLB1AB2CD5",
+            "ResultParameters": {"ResultParameter": [{"Key": "TransactionAmount", "Value": "AMOUNT"}]},
+        }
+    }
+    with pytest.raises(services.BadCallback) as refused:
+        refunds.parse_refund_result(json.dumps(body).replace('"AMOUNT"', amount))
+
+    assert refused.value.code == "bad_amount"
+
+
+@pytest.mark.parametrize("paid_in", ["１,５００.００", "1E+3", "1,5OO.00"])
+def test_a_statement_amount_in_other_digits_or_an_exponent_is_a_bad_row(channel, wanjiku, paid_in):
+    row = f'SLB1AB2CD3,15-12-2026 11:00:00,15-12-2026 11:00:00,Pay Bill,Completed,"{paid_in}",,10008'
+
+    report = reconciliation.import_statement(channel, f"{STATEMENT_HEADER}\n{row}\n")
+
+    assert [(problem.line, problem.receipt) for problem in report.errors] == [(2, "SLB1AB2CD3")]
+    assert "Paid In" in report.errors[0].message and nothing_paid()
+
+
+TWICE = {
+    "c2b-confirmation": '{"TransID": "RKTQDM7W6S", "TransAmount": "1.00", "TransAmount": "100000.00"}',
+    "c2b-validation": '{"TransAmount": "1.00", "BillRefNumber": "10008", "BillRefNumber": "10016"}',
+    "stk-callback": '{"Body": {"stkCallback": {"ResultCode": 1032, "ResultCode": 0}}}',
+    "status-result": '{"Result": {"ResultParameters": {"ResultParameter": [{"Key": "Amount", "Value": 1, "Value": 9}]}}}',  # noqa: E501
+    "status-timeout": '{"Result": {"ConversationID": "AG_1"}, "Result": {}}',
+    "b2c-result": '{"Result": {"ResultCode": 1, "ResultCode": 0}}',
+    "b2c-timeout": '{"Result": {}, "Result": {}}',
+    "reversal-result": '{"Result": {"ResultCode": 1, "ResultCode": 0}}',
+    "reversal-timeout": '{"Result": {}, "Result": {}}',
+}
+
+
+@pytest.mark.parametrize("hook", EVERY_HOOK)
+def test_a_key_given_twice_in_one_object_is_refused_on_every_hook_and_kept(channel, wanjiku, hook):
+    response = post(channel, hook, TWICE[hook])
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "duplicate_key" and "twice" in error["message"]
+    callback = the_callback()
+    assert callback.status == "rejected" and "twice" in callback.outcome
+    assert services.process_callback(callback.pk).status == "rejected"
+    assert nothing_paid()
+
+
+# --- account references: ASCII digits, one rule everywhere ------------------------------------------------------
+
+
+@pytest.fixture
+def invoice(wanjiku):
+    return issued_invoice(wanjiku, "INV-000001", "1500.00")
+
+
+def references(invoice) -> dict[str, str]:
+    return {
+        "the invoice number in Arabic-Indic digits": invoice.number.translate(ARABIC_INDIC),
+        "the account number in Devanagari digits": "10008".translate(DEVANAGARI),
+        "the account number in fullwidth digits": "10008".translate(FULLWIDTH),
+        "the phone in Arabic-Indic digits": "0712345678".translate(ARABIC_INDIC),
+        "the account number with one fullwidth digit": "1000８",
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "the invoice number in Arabic-Indic digits",
+        "the account number in Devanagari digits",
+        "the account number in fullwidth digits",
+        "the phone in Arabic-Indic digits",
+        "the account number with one fullwidth digit",
+    ],
+)
+def test_a_reference_in_other_digits_matches_nobody_by_any_rule_and_waits_in_suspense(channel, wanjiku, invoice, case):
+    reference = references(invoice)[case]
+    assert selectors.match_account_reference(reference).customer is None
+    assert selectors.match_account_references([reference])[reference].customer is None
+    assert selectors.match_account_reference(reference.translate(ASCII)).customer == wanjiku  # the same in 0-9
+
+    post(channel, "c2b-confirmation", confirmation(BillRefNumber=reference))
+    callback = services.process_callback(the_callback().pk)
+
+    assert callback.status == "processed" and "digits other than 0-9" in callback.outcome
+    payment = Payment.objects.get()
+    assert payment.customer is None and payment.amount == 1500  # in suspense, for staff to match
+    invoice.refresh_from_db()
+    assert invoice.amount_paid == 0
+
+
+def test_a_validation_naming_a_reference_in_other_digits_is_rejected_when_the_channel_rejects_unknown_accounts(
+    channel, wanjiku, invoice
+):
+    channel.validation = "reject_unknown"
+    channel.save()
+
+    response = post(channel, "c2b-validation", confirmation(BillRefNumber="INV-٠٠٠١"))
+
+    assert response.json() == {"ResultCode": "C2B00012", "ResultDesc": "Rejected"}
+
+
+def test_a_statement_row_whose_account_is_in_other_digits_goes_to_suspense(channel, wanjiku):
+    row = "SLB1AB2CD3,15-12-2026 11:00:00,15-12-2026 11:00:00,Pay Bill,Completed,1500.00,,١٠٠٠٨"
+
+    report = reconciliation.import_statement(channel, f"{STATEMENT_HEADER}\n{row}\n")
+
+    assert [item.receipt for item in report.recorded_suspense] == ["SLB1AB2CD3"]
+    assert Payment.objects.get().customer is None
