@@ -23,6 +23,10 @@ Guarantees:
   the statement import (`reconciliation.stk_payment_for`).
 - **Money is never dropped.** A success callback pays even after the request was expired or failed
   (a late callback); a success callback that matches no request is recorded in suspense.
+- **A request is paid only at the amount it asked.** A success whose Amount differs (cents included:
+  STK amounts are whole shillings) is recorded in suspense at M-Pesa's amount, the callback is
+  "mismatch" for staff, and the request is closed as failed (`_hold_other_amount`), so neither amount
+  is credited silently.
 - After the payment: an invoice request's money goes to the customer's oldest open invoices
   (`record_payment`); a purchase request then buys the period (`prepaid.purchase_period`, from the
   credit just received; a refusal is noted on the request, the money stays as credit); the
@@ -586,7 +590,8 @@ def process_stk_callback(callback_id: int) -> InboundCallback | None:
     concurrently with itself and the janitor: locks the callback row, then the request row, then what
     `record_payment` locks. Outcomes: processed, duplicate (the request was already settled the same
     way), mismatch (the receipt is another payment's), rejected (a payload that can never be
-    processed). An unexpected error leaves the callback "failed" (the janitor retries it)."""
+    processed). A success for another amount than the request asked is "mismatch", held in suspense
+    (`_hold_other_amount`). An unexpected error leaves the callback "failed" (the janitor retries it)."""
     try:
         with transaction.atomic():
             callback = InboundCallback.objects.select_for_update().filter(pk=callback_id).first()
@@ -632,6 +637,8 @@ def _apply_callback(callback: InboundCallback) -> InboundCallback:
             return services._finish(callback, CB.REJECTED, "; ".join(exc.messages))
         status = CB.PROCESSED if created else CB.DUPLICATE
         return services._finish(callback, status, f"no STK request {result.checkout_request_id}: in suspense", payment)
+    if result.result_code == "0" and result.amount != request.amount:
+        return _hold_other_amount(callback, request, result)
     try:
         settled = _settle(
             request,
@@ -649,6 +656,59 @@ def _apply_callback(callback: InboundCallback) -> InboundCallback:
         return services._finish(callback, CB.REJECTED, "; ".join(exc.messages))
     status = CB.PROCESSED if settled.changed else CB.DUPLICATE
     return services._finish(callback, status, f"STK request {request.pk}: {settled.note}", settled.payment)
+
+
+def _hold_other_amount(callback: InboundCallback, request: StkRequest, result: StkResult) -> InboundCallback:
+    """A success whose Amount is not what the LOCKED request asked (cents included: STK amounts are whole
+    shillings). M-Pesa says money moved, so it is recorded, never dropped, but never credited to the
+    customer at either amount: the payment goes to suspense at M-Pesa's amount (reference = the receipt,
+    so the statement import knows it), the callback is "mismatch" (needing action), and an open request
+    is closed as failed, so the janitor's query cannot pay it at the asked amount as well. A request
+    already paid (by the query, at the asked amount) only learns the receipt (so the statement import
+    compares the amounts and reports the difference, rather than recording the receipt again)."""
+    CB = InboundCallback.Status
+    note = (
+        f"M-Pesa reports KES {result.amount} paid (receipt {result.receipt}) for STK request {request.pk}, "
+        f"which asked KES {request.amount}"
+    )
+    if request.status == Status.PAID:
+        if not request.receipt:
+            before = audit.snapshot(request)
+            request.receipt = result.receipt
+            request.save(update_fields=["receipt"])
+            audit.record(request, AuditEvent.Action.UPDATE, before=before, verb="stk receipt added")
+        outcome = f"{note}; the request was already paid (payment {request.payment_id}): check by hand"
+        return services._finish(callback, CB.MISMATCH, outcome, request.payment)
+    try:
+        payment, created = record_payment(
+            method="mpesa",
+            source=request.channel.shortcode,
+            reference=result.receipt,
+            amount=result.amount,
+            customer=None,
+            received_at=_received_at(result.transaction_date, callback.received_at),
+            payer_phone=result.phone,
+            notes=f"STK request {request.pk} asked KES {request.amount}; M-Pesa reports KES {result.amount}",
+        )
+    except DuplicateReferenceMismatch as exc:
+        return services._finish(callback, CB.MISMATCH, exc.message)
+    except ValidationError as exc:
+        return services._finish(callback, CB.REJECTED, "; ".join(exc.messages))
+    if not created:
+        return services._finish(callback, CB.DUPLICATE, f"already held in suspense: payment {payment.pk}", payment)
+    if request.status in OPEN:
+        before = audit.snapshot(request)
+        request.status, request.result_code = Status.FAILED, str(result.result_code)[:20]
+        request.result_desc = f"{note}; held in suspense as payment {payment.pk}"[:300]
+        request.customer_message = (
+            f"M-Pesa reports a payment of KES {result.amount}, not the KES {request.amount} asked. "
+            "We are checking it and will credit your account; do not pay again for now."
+        )
+        request.settled_at, request.settled_by, request.next_check_at = clock.now(), "callback", None
+        request.save()
+        audit.record(request, AuditEvent.Action.UPDATE, before=before, verb="stk amount differs (callback)")
+    outcome = f"{note}; held in suspense as payment {payment.pk} for staff to match or refund"
+    return services._finish(callback, CB.MISMATCH, outcome, payment)
 
 
 # --- the janitor -------------------------------------------------------------------------------------------

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import Decimal
 
 import pytest
 import time_machine
 from django.test import Client
 
 from wavu.ledger.models import JournalEntry
-from wavu.mpesa import reconciliation, refunds, selectors, services, stk
+from wavu.ledger.selectors import customer_credit
+from wavu.mpesa import daraja, reconciliation, refunds, selectors, services, stk
 from wavu.mpesa.models import InboundCallback, StkRequest
 from wavu.mpesa.payloads import MPESA_TIME_ZONE
 from wavu.mpesa.tests.test_c2b_hooks import SAFARICOM_IP, c2b_payload, hook_url, make_channel
+from wavu.mpesa.tests.test_contracts import booked
 from wavu.mpesa.tests.test_matching import issued_invoice
 from wavu.mpesa.tests.test_stk import FakeDaraja, stk_body
 from wavu.payments.models import Payment
@@ -623,3 +626,63 @@ def test_a_statement_row_whose_account_is_in_other_digits_goes_to_suspense(chann
 
     assert [item.receipt for item in report.recorded_suspense] == ["SLB1AB2CD3"]
     assert Payment.objects.get().customer is None
+
+
+# --- STK: a request is paid only at the amount it asked ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("asked", "told"), [(11, "10.55"), (1500, "15"), (10, "10.01"), (100, "1000")])
+def test_an_stk_success_for_another_amount_is_held_in_suspense_for_staff_never_credited(
+    channel, wanjiku, fake, asked, told
+):
+    request = push(fake, wanjiku, asked)
+
+    post(channel, "stk-callback", stk_body(request).replace(f'"Value": {asked}', f'"Value": {told}', 1))
+    callback = services.process_callback(the_callback().pk)
+
+    assert callback.status == "mismatch" and f"which asked KES {asked}" in callback.outcome
+    payment = Payment.objects.get()
+    assert (payment.customer, payment.amount, payment.reference) == (None, Decimal(told), "SIM1AB2CD3")
+    assert booked(payment) == {("1030", Decimal(told)), ("2300", -Decimal(told))}  # suspense, not her credit
+    assert customer_credit(wanjiku.pk) == 0
+    request.refresh_from_db()
+    assert (request.status, request.payment) == ("failed", None)
+    assert f"KES {told}" in request.customer_message
+    assert request.next_check_at is None  # the janitor will not pay it at the asked amount as well
+
+
+def test_the_same_stk_success_for_another_amount_delivered_twice_is_held_once(channel, wanjiku, fake):
+    request = push(fake, wanjiku, 11)
+    body = stk_body(request).replace('"Value": 11', '"Value": 10.55', 1)
+
+    first = (post(channel, "stk-callback", body), services.process_callback(the_callback().pk))[1]
+    second = (post(channel, "stk-callback", body), services.process_callback(the_callback().pk))[1]
+
+    assert (first.status, second.status) == ("mismatch", "duplicate")
+    assert Payment.objects.get().amount == Decimal("10.55")
+
+
+def test_an_stk_request_paid_by_the_query_then_told_another_amount_is_flagged_not_paid_twice(channel, wanjiku, fake):
+    request = push(fake, wanjiku, 100)
+    stk.settle_from_query(request.pk, daraja.StkQueryResult(request.checkout_request_id, False, "0", "paid", "MR", {}))
+
+    post(channel, "stk-callback", stk_body(request).replace('"Value": 100', '"Value": 99.5', 1))
+    callback = services.process_callback(the_callback().pk)
+
+    assert callback.status == "mismatch" and "already paid" in callback.outcome
+    payment = Payment.objects.get()
+    assert (payment.amount, payment.customer) == (100, wanjiku)
+    request.refresh_from_db()
+    assert (request.status, request.receipt) == ("paid", "SIM1AB2CD3")  # the statement import compares amounts
+
+
+@pytest.mark.parametrize("told", ["100", "100.0", "100.00"])
+def test_an_stk_success_for_the_asked_amount_however_written_pays_the_request(channel, wanjiku, fake, told):
+    request = push(fake, wanjiku, 100)
+
+    post(channel, "stk-callback", stk_body(request).replace('"Value": 100', f'"Value": {told}', 1))
+    callback = services.process_callback(the_callback().pk)
+
+    assert callback.status == "processed"
+    request.refresh_from_db()
+    assert request.status == "paid" and request.payment.customer == wanjiku and request.payment.amount == 100
