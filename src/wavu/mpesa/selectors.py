@@ -1,5 +1,6 @@
 """M-Pesa reads: which channel a hook token names, whether a source address is allowed, who a paybill
-account reference names, and which stored callbacks are due for (another) processing attempt.
+account reference names, which stored callbacks are due for (another) processing attempt, and which
+need a person.
 
 No writes here.
 """
@@ -230,6 +231,38 @@ def match_account_references(texts) -> dict[str, ReferenceMatch]:
 # --- callbacks to (re)process --------------------------------------------------------------------
 
 
+def needs_action_condition() -> Q:
+    """Stored callbacks a person must look at, not yet marked dealt with: every request refused
+    ("rejected": a hook refusal or a body the worker could not read), every "mismatch" (a receipt
+    known with another amount, an STK success for another amount), and every "failed" one whose
+    retries are used up (CALLBACK_MAX_ATTEMPTS). Matches the partial index "callback_needs_action"."""
+    Status = InboundCallback.Status
+    return Q(resolved_at__isnull=True) & (
+        Q(status__in=(Status.REJECTED, Status.MISMATCH))
+        | Q(status=Status.FAILED, attempts__gte=hook_setting("CALLBACK_MAX_ATTEMPTS"))
+    )
+
+
+def callbacks_needing_action():
+    """The stored callbacks needing action (`needs_action_condition`), newest first."""
+    return InboundCallback.objects.filter(needs_action_condition())
+
+
+def count_callbacks_needing_action() -> int:
+    """How many stored callbacks need action: one count over the partial index (for /healthz)."""
+    return callbacks_needing_action().order_by().count()
+
+
+def needs_action(callback: InboundCallback) -> bool:
+    """`needs_action_condition` for one callback already read."""
+    Status = InboundCallback.Status
+    if callback.resolved_at is not None:
+        return False
+    if callback.status == Status.FAILED:
+        return callback.attempts >= hook_setting("CALLBACK_MAX_ATTEMPTS")
+    return callback.status in (Status.REJECTED, Status.MISMATCH)
+
+
 def retry_delay(attempts: int) -> dt.timedelta:
     """How long after its receipt a failed callback waits before attempt `attempts + 1`:
     2^attempts − 1 minutes (1, 3, 7, 15, 31 … minutes after it arrived)."""
@@ -240,11 +273,14 @@ def callbacks_to_retry(now: dt.datetime | None = None, *, kinds, limit: int = 20
     """Ids of stored callbacks of `kinds` due for another processing attempt, oldest first (at most `limit`):
     failed ones whose back-off (`retry_delay`) has passed, and ones still "received" more than
     CALLBACK_STUCK_SECONDS after they arrived (the process that stored them died before processing,
-    or the job was lost). Callbacks with CALLBACK_MAX_ATTEMPTS attempts are left for staff."""
+    or the job was lost). Callbacks with CALLBACK_MAX_ATTEMPTS attempts are left for staff (they
+    need action: `callbacks_needing_action`), as are callbacks staff marked dealt with."""
     now = now or clock.now()
     stuck_before = now - dt.timedelta(seconds=hook_setting("CALLBACK_STUCK_SECONDS"))
     candidates = (
-        InboundCallback.objects.filter(kind__in=kinds, attempts__lt=hook_setting("CALLBACK_MAX_ATTEMPTS"))
+        InboundCallback.objects.filter(
+            kind__in=kinds, attempts__lt=hook_setting("CALLBACK_MAX_ATTEMPTS"), resolved_at__isnull=True
+        )
         .filter(
             Q(status=InboundCallback.Status.FAILED)
             | Q(status=InboundCallback.Status.RECEIVED, received_at__lte=stuck_before)

@@ -31,8 +31,9 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from wavu.core import clock
+from wavu.core import audit, clock
 from wavu.core.db import insert_rows, update_rows
+from wavu.core.models import AuditEvent
 from wavu.core.tasks import enqueue_on_commit
 from wavu.payments.services import FUTURE_TOLERANCE
 
@@ -221,7 +222,7 @@ def _reference_of(kind: str, body: bytes | str) -> str:
 
 _CALLBACK_FIELDS = [
     "channel_id", "kind", "received_at", "source_ip", "source_allowed", "headers", "body", "status", "outcome",
-    "reference", "attempts", "last_error", "processed_at",
+    "reference", "attempts", "last_error", "processed_at", "resolution",
 ]  # fmt: skip
 
 
@@ -251,7 +252,7 @@ def store_callback(
     now = clock.now()
     values = (
         channel.pk, kind, now, request.source_ip, source_allowed, clean_headers(request.headers), text, status,
-        storable(outcome)[:300], storable(reference)[:60], 0, "", now if status == Status.PROCESSED else None,
+        storable(outcome)[:300], storable(reference)[:60], 0, "", now if status == Status.PROCESSED else None, "",
     )  # fmt: skip
     # insert_rows rather than objects.create: this is the hook's whole cost, paid on every request
     [pk] = insert_rows(InboundCallback, _CALLBACK_FIELDS, [values], returning=True)
@@ -542,6 +543,32 @@ def _mark_failed(callback_id: int, exc: BaseException) -> InboundCallback | None
         callback.outcome = f"processing failed (attempt {callback.attempts}); will be retried"
         callback.save(update_fields=["status", "attempts", "last_error", "outcome"])
     return callback
+
+
+def resolve_callbacks(callback_ids, *, note: str) -> list[InboundCallback]:
+    """Mark stored callbacks that need action (`selectors.callbacks_needing_action`) as dealt with, with
+    `note` (what staff did: "recorded by hand as payment 812", "not ours: a test from the vendor"),
+    so they leave the list and the /healthz count. Only the record of the callback changes
+    (`resolved_at`, `resolution` = who and the note); the stored request, its status and outcome stay
+    as evidence, and a resolved callback is never retried. Callbacks not needing action are skipped.
+    Audited ("mpesa callback resolved"); locks the callback rows, in id order. Returns those marked.
+    Raises ValidationError({"note": …}) without a note (1–250 characters)."""
+    text = (note or "").strip()
+    if not text or len(text) > 250:
+        raise ValidationError({"note": ["Say what was done about it (at most 250 characters)."]})
+    resolved = []
+    with transaction.atomic():
+        callbacks = (
+            selectors.callbacks_needing_action().filter(pk__in=list(callback_ids)).select_for_update().order_by("pk")
+        )
+        for callback in callbacks:
+            before = audit.snapshot(callback)
+            callback.resolved_at = clock.now()
+            callback.resolution = storable(f"{audit.current_actor().label[:45]}: {text}")[:300]
+            callback.save(update_fields=["resolved_at", "resolution"])
+            audit.record(callback, AuditEvent.Action.UPDATE, before=before, verb="mpesa callback resolved", reason=text)
+            resolved.append(callback)
+    return resolved
 
 
 @dataclass

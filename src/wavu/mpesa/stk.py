@@ -771,6 +771,7 @@ def settle_pending_stk(now: dt.datetime | None = None, *, limit: int = 100, clie
         status__in=(InboundCallback.Status.RECEIVED, InboundCallback.Status.FAILED),
         received_at__lte=now - STUCK_CALLBACK_AFTER,
         attempts__lt=10,
+        resolved_at__isnull=True,
     ).values_list("pk", flat=True)[:limit]
     for callback_id in list(stuck):
         process_stk_callback(callback_id)

@@ -14,8 +14,11 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.core.exceptions import ValidationError
+from django.db import connection
 from django.test import Client
 
+from wavu.core.models import AuditEvent
 from wavu.ledger.models import JournalEntry
 from wavu.ledger.selectors import customer_credit
 from wavu.mpesa import daraja, reconciliation, refunds, selectors, services, stk
@@ -686,3 +689,140 @@ def test_an_stk_success_for_the_asked_amount_however_written_pays_the_request(ch
     assert callback.status == "processed"
     request.refresh_from_db()
     assert request.status == "paid" and request.payment.customer == wanjiku and request.payment.amount == 100
+
+
+# --- what cannot be processed surfaces to staff, never sits silently ------------------------------------------
+
+
+def needing_action() -> int:
+    return Client().get("/healthz").json()["mpesa_callbacks_needing_action"]
+
+
+def stored(channel, status: str, attempts: int = 0, **fields) -> InboundCallback:
+    values = {"kind": "c2b_confirmation", "received_at": NOW, "headers": {}, "body": confirmation()}
+    return InboundCallback.objects.create(channel=channel, status=status, attempts=attempts, **{**values, **fields})
+
+
+def test_a_confirmation_whose_processing_keeps_failing_needs_action_once_its_retries_are_used_up(
+    channel, wanjiku, clock, settings, monkeypatch
+):
+    settings.WAVU = {**settings.WAVU, "CALLBACK_MAX_ATTEMPTS": 3}
+
+    def broken(receipts):
+        raise ValueError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+
+    monkeypatch.setattr("wavu.payments.bulk.record_payments", broken)
+    post(channel, "c2b-confirmation", confirmation())
+    services.drain_callbacks()
+    assert (the_callback().status, needing_action()) == ("failed", 0)  # retried, not yet a person's
+
+    for minutes in (1, 3, 7):
+        clock.move_to(NOW + dt.timedelta(minutes=minutes, seconds=1))
+        services.retry_callbacks()
+
+    callback = the_callback()
+    assert (callback.status, callback.attempts) == ("failed", 3)
+    assert needing_action() == 1
+    assert services.retry_callbacks(NOW + dt.timedelta(days=1)).picked == 0  # left for a person, counted
+
+
+def test_healthz_and_the_admin_filter_count_the_same_callbacks_and_staff_mark_them_dealt_with(
+    channel, wanjiku, fake, admin_client, admin_user
+):
+    post(channel, "c2b-confirmation", confirmation(TransTime="00010101000000"))  # refused at the hook
+    request = push(fake, wanjiku, 11)
+    post(channel, "stk-callback", stk_body(request).replace('"Value": 11', '"Value": 10.55', 1))
+    services.process_callback(the_callback().pk)  # mismatch: held in suspense
+    exhausted = stored(channel, "failed", attempts=8, last_error="ValueError: NUL")
+    waiting = [
+        stored(channel, "failed", attempts=2),  # still being retried
+        stored(channel, "received"),
+        stored(channel, "duplicate", attempts=1),
+        stored(channel, "processed", attempts=1),
+    ]
+    flagged = set(InboundCallback.objects.filter(status__in=("rejected", "mismatch")).values_list("pk", flat=True))
+    flagged.add(exhausted.pk)
+
+    assert needing_action() == 3
+    listing = admin_client.get("/admin/mpesa/inboundcallback/?needs_action=yes")
+    assert listing.status_code == 200
+    assert {callback.pk for callback in listing.context["cl"].result_list} == flagged
+
+    asked = admin_client.post(
+        "/admin/mpesa/inboundcallback/",
+        {"action": "mark_dealt_with", "_selected_action": [*flagged, waiting[0].pk]},
+    )
+    assert asked.status_code == 200 and b"what was done" in asked.content  # asks for a note first
+    assert needing_action() == 3
+    done = admin_client.post(
+        "/admin/mpesa/inboundcallback/",
+        {
+            "action": "mark_dealt_with",
+            "_selected_action": [*flagged, waiting[0].pk],
+            "apply": "1",
+            "note": "Checked in the M-Pesa portal: held payment matched by hand",
+        },
+    )
+
+    assert done.status_code == 302 and needing_action() == 0
+    resolved = InboundCallback.objects.filter(resolved_at__isnull=False)
+    assert set(resolved.values_list("pk", flat=True)) == flagged  # the one still being retried is left alone
+    assert all(c.resolution == f"{admin_user.username}: Checked in the M-Pesa portal: held payment matched by hand"
+               for c in resolved)  # fmt: skip
+    assert AuditEvent.objects.filter(verb="mpesa callback resolved").count() == 3
+    assert list(InboundCallback.objects.filter(pk=exhausted.pk).values_list("status", "outcome")) == [
+        ("failed", "")
+    ]  # the evidence is unchanged
+    dealt_with = admin_client.get("/admin/mpesa/inboundcallback/?needs_action=dealt_with")
+    assert {callback.pk for callback in dealt_with.context["cl"].result_list} == flagged
+
+
+def test_marking_dealt_with_needs_a_note(channel):
+    callback = stored(channel, "rejected")
+
+    with pytest.raises(ValidationError):
+        services.resolve_callbacks([callback.pk], note="  ")
+
+    assert needing_action() == 1
+
+
+def test_healthz_counts_with_one_query(channel, django_assert_max_num_queries):
+    for _ in range(3):
+        stored(channel, "rejected")
+
+    with django_assert_max_num_queries(1):
+        assert selectors.count_callbacks_needing_action() == 3
+
+
+@pytest.mark.postgres_only
+def test_the_count_can_use_the_partial_index(channel):
+    stored(channel, "rejected")
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    plan = selectors.callbacks_needing_action().order_by().values("pk").explain()
+
+    assert "callback_needs_action" in plan
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        ("\x1b[31m<script>alert('x')</script>\x07", {"User-Agent": "<b>curl</b>\x1b"}),
+        ("x" * 200_000, ["not", "a", "dict"]),
+        ("{\\x00\\xff\\xfe}", "a string"),
+        ("", None),
+    ],
+    ids=["escapes and markup", "huge, headers a list", "escaped bytes", "empty"],
+)
+def test_the_stored_callback_admin_page_shows_any_stored_body(channel, admin_client, vendor, body, headers):
+    if vendor == "sqlite":  # SQLite stores what PostgreSQL refuses: a raw NUL kept by older code
+        body = body + "\x00tail"
+        headers = {"X-Nul": "a\x00b"} if isinstance(headers, dict) else headers
+    callback = stored(channel, "rejected", body=body, headers=headers if headers is not None else {})
+
+    page = admin_client.get(f"/admin/mpesa/inboundcallback/{callback.pk}/change/")
+    listing = admin_client.get("/admin/mpesa/inboundcallback/?needs_action=yes")
+
+    assert page.status_code == 200 and listing.status_code == 200
+    assert b"<script>" not in page.content and b"\x1b" not in page.content and b"\x00" not in page.content
