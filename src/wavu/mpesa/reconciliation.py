@@ -214,9 +214,9 @@ def parse_statement(data: bytes | str) -> ParsedStatement:
     Accepted: a UTF-8 BOM (or Windows-1252), preamble lines before the header row (organisation name,
     period …), comma, semicolon or tab separators, quoted fields, header variants ("Receipt No." or
     "Receipt No", any case), dates DD-MM-YYYY or YYYY-MM-DD with time, amounts with thousands
-    separators. Blank lines are ignored. Every other row that cannot be read is returned in `errors`
-    with its line number. Raises StatementFormatError when no header row names Receipt No.,
-    Completion Time, Transaction Status and Paid In.
+    separators. Blank lines are ignored. Every other row that cannot be read (a NUL character in any
+    cell included) is returned in `errors` with its line number. Raises StatementFormatError when no
+    header row names Receipt No., Completion Time, Transaction Status and Paid In.
     """
     text = _decode(data)
     found = _find_header(text)
@@ -244,6 +244,8 @@ def parse_statement(data: bytes | str) -> ParsedStatement:
                 parsed.errors.append(RowProblem(line, receipt, f"{len(cells)} columns, the header has {width}+"))
                 continue
             problems = []
+            if any("\x00" in cell for cell in cells):  # PostgreSQL cannot store it; the portal never writes it
+                problems.append("the row holds a NUL character")
             if not RECEIPT_RE.match(receipt):
                 problems.append(f"Receipt No. {receipt!r} is not an M-Pesa receipt")
             values = {}

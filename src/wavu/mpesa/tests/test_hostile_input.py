@@ -826,3 +826,17 @@ def test_the_stored_callback_admin_page_shows_any_stored_body(channel, admin_cli
 
     assert page.status_code == 200 and listing.status_code == 200
     assert b"<script>" not in page.content and b"\x1b" not in page.content and b"\x00" not in page.content
+
+
+def test_a_statement_row_holding_a_nul_is_a_bad_row_and_the_rest_is_imported(channel, wanjiku):
+    rows = [
+        "SLB1AB2CD3,15-12-2026 11:00:00,15-12-2026 11:00:00,Pay Bill,Completed,1500.00,,1000\x008",
+        "SLB1AB2CD4,15-12-2026 11:01:00,15-12-2026 11:01:00,Pay Bill,Completed,200.00,,10008",
+    ]
+
+    report = reconciliation.import_statement(channel, "\n".join([STATEMENT_HEADER, *rows, ""]).encode())
+
+    assert [(problem.line, problem.receipt) for problem in report.errors] == [(2, "SLB1AB2CD3")]
+    assert "NUL" in report.errors[0].message
+    assert [item.receipt for item in report.recorded_matched] == ["SLB1AB2CD4"]
+    assert Payment.objects.get().customer == wanjiku
