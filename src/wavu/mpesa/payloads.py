@@ -204,10 +204,11 @@ def plausible_time(moment: dt.datetime, *, field: str) -> dt.datetime:
     ValueError naming `field` otherwise."""
     local = moment if moment.tzinfo is MPESA_TIME_ZONE else moment.astimezone(MPESA_TIME_ZONE)
     # Compared within one zone: the naive fields are compared, so year 1 cannot overflow into year 0.
+    shown = local.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")  # year 1 as 0001, not 1
     if local < EARLIEST_TIME:
-        raise ValueError(f"{field} {local:%Y-%m-%d %H:%M:%S} is before 2007, when M-Pesa began")
+        raise ValueError(f"{field} {shown} is before 2007, when M-Pesa began")
     if local > clock.now().astimezone(MPESA_TIME_ZONE) + FUTURE_LIMIT:
-        raise ValueError(f"{field} {local:%Y-%m-%d %H:%M:%S} is more than a day in the future")
+        raise ValueError(f"{field} {shown} is more than a day in the future")
     return moment
 
 
