@@ -155,13 +155,13 @@ def _text(data: dict, errors: dict, name: str, *, max_length: int, required: boo
 def parse_c2b(body: bytes | str, *, confirmation: bool = True) -> C2BNotice:
     """Check a C2B validation/confirmation payload (mpesa-daraja.md §1.6) and type it.
 
-    Text: the payer's names lose control characters (NUL, escapes …); BillRefNumber, MSISDN,
-    BusinessShortCode and TransactionType holding one are refused.
-    Required: TransAmount (`payloads.daraja_amount`: a positive amount with at most 2 decimals, ASCII
-    digits, text or a JSON number, no exponent), and for
-    a confirmation TransID (letters/digits) and TransTime (YYYYMMDDHHmmss, a plausible date:
-    `payloads.daraja_time`; also checked in a validation that names one). Optional text fields
-    must be text when present. Raises BadCallback(code, message, fields) naming every bad field.
+    Required: TransAmount (`payloads.daraja_amount`: a positive amount with at most 2 decimals in
+    ASCII digits, text or a JSON number, no exponent), and for a confirmation TransID (letters/digits)
+    and TransTime (YYYYMMDDHHmmss, a plausible date: `payloads.daraja_time`; also checked in a
+    validation that names one). Optional text fields must be text when present. The payer's names
+    lose control characters (NUL, escapes …); BillRefNumber, MSISDN, BusinessShortCode and
+    TransactionType holding one are refused. Raises BadCallback(code, message, fields) naming every
+    bad field.
     """
     data = load_json_object(body)
     errors: dict = {}
