@@ -258,7 +258,8 @@ def _visible(value, limit: int = 20_000) -> str:
 @admin.register(InboundCallback)
 class InboundCallbackAdmin(ReadOnlyAdmin):
     """Stored hook requests, read-only (evidence). The "needs action" filter lists what a person must look at
-    (the same rule as /healthz's count); the action marks them dealt with, with a note (audited)."""
+    (the same rule as /healthz's count); actions process failed ones again (after a fix) and mark them
+    dealt with, with a note (audited)."""
 
     list_display = (
         "received_at",
@@ -274,7 +275,7 @@ class InboundCallbackAdmin(ReadOnlyAdmin):
     list_filter = (NeedsActionFilter, "kind", "status", "channel", "source_allowed", StatusQueryFilter)
     search_fields = ("reference", "outcome", "last_error")
     date_hierarchy = "received_at"
-    actions = ("mark_dealt_with",)
+    actions = ("process_again", "mark_dealt_with")
     fields = (
         "received_at",
         "channel",
@@ -312,6 +313,18 @@ class InboundCallbackAdmin(ReadOnlyAdmin):
     @admin.display(description="body")
     def body_display(self, obj):
         return format_html("<pre style='white-space: pre-wrap; overflow-wrap: anywhere'>{}</pre>", _visible(obj.body))
+
+    @admin.action(description="Process again now (failed ones, e.g. after a fix; each receipt pays once)")
+    def process_again(self, request, queryset):
+        with audit.acting_as(user=request.user, source_ip=request.META.get("REMOTE_ADDR")):
+            outcomes = services.process_again(queryset.values_list("pk", flat=True))
+        if not outcomes:
+            self.message_user(
+                request, "Only failed callbacks not marked dealt with are processed again.", messages.WARNING
+            )
+        for callback in outcomes:
+            level = messages.SUCCESS if callback.status in ("processed", "duplicate") else messages.WARNING
+            self.message_user(request, f"Callback {callback.pk}: {callback.status}. {callback.outcome}", level)
 
     @admin.action(description="Mark as dealt with (asks what was done)")
     def mark_dealt_with(self, request, queryset):

@@ -545,6 +545,22 @@ def _mark_failed(callback_id: int, exc: BaseException) -> InboundCallback | None
     return callback
 
 
+def process_again(callback_ids) -> list[InboundCallback]:
+    """Process the given stored callbacks again now, whatever their attempts, when they are "failed"
+    and not marked dealt with (e.g. after a fix, for those whose retries ran out); others are skipped.
+    Each goes through `process_callback` (row locks and the receipt's unique payment: a receipt pays
+    once). Returns the callbacks processed, as they ended."""
+    ids = InboundCallback.objects.filter(
+        pk__in=list(callback_ids), status=Status.FAILED, kind__in=DRAINED_KINDS, resolved_at__isnull=True
+    ).order_by("pk")
+    done = []
+    for callback_id in ids.values_list("pk", flat=True):
+        callback = process_callback(callback_id)
+        if callback is not None:
+            done.append(callback)
+    return done
+
+
 def resolve_callbacks(callback_ids, *, note: str) -> list[InboundCallback]:
     """Mark stored callbacks that need action (`selectors.callbacks_needing_action`) as dealt with, with
     `note` (what staff did: "recorded by hand as payment 812", "not ours: a test from the vendor"),

@@ -840,3 +840,26 @@ def test_a_statement_row_holding_a_nul_is_a_bad_row_and_the_rest_is_imported(cha
     assert "NUL" in report.errors[0].message
     assert [item.receipt for item in report.recorded_matched] == ["SLB1AB2CD4"]
     assert Payment.objects.get().customer == wanjiku
+
+
+def test_staff_process_again_a_confirmation_whose_retries_ran_out_and_the_customer_is_credited_once(
+    channel, wanjiku, admin_client
+):
+    # A confirmation with a NUL in FirstName, acknowledged before this fix: it failed until its retries ran out.
+    exhausted = stored(channel, "failed", attempts=8, body=confirmation(FirstName="Jo\u0000hn"))
+    untouched = stored(channel, "rejected", body=confirmation(TransTime="00010101000000"))
+    assert needing_action() == 2
+
+    for _ in range(2):
+        admin_client.post(
+            "/admin/mpesa/inboundcallback/",
+            {"action": "process_again", "_selected_action": [exhausted.pk, untouched.pk]},
+        )
+
+    exhausted.refresh_from_db()
+    untouched.refresh_from_db()
+    assert (exhausted.status, exhausted.attempts) == ("processed", 9)
+    assert untouched.status == "rejected"  # a refused request is not processed again
+    payment = Payment.objects.get()
+    assert (payment.customer, payment.payer_name, payment.amount) == (wanjiku, "John", 1500)
+    assert needing_action() == 1
