@@ -14,6 +14,7 @@ from wavu.customers import api as customers_api
 from wavu.hotspot import api as hotspot_api
 from wavu.ledger import api as ledger_api
 from wavu.mpesa import api as mpesa_api
+from wavu.mpesa import selectors as mpesa_selectors
 from wavu.network import api as network_api
 from wavu.payments import api as payments_api
 from wavu.subscriptions import api as subscriptions_api
@@ -34,10 +35,13 @@ for module in (
 
 
 def healthz(request):
-    """The database (503 when it fails) and the background workers' liveness ("worker": ok / stale / none).
+    """The database (503 when it fails), the background workers' liveness ("worker": ok / stale / none),
+    and how many stored M-Pesa callbacks need a person ("mpesa_callbacks_needing_action": refused,
+    mismatched, or failed after their retries, not yet marked dealt with; one count over a partial
+    index; null when it cannot be read).
 
-    A stale or missing worker does not make the answer 503 (the web process is healthy); monitor the
-    "worker" field separately.
+    A stale or missing worker, or callbacks needing action, do not make the answer 503 (the web process
+    is healthy); monitor those fields separately (alert when the count is above 0).
     """
     try:
         with connection.cursor() as cursor:
@@ -48,7 +52,13 @@ def healthz(request):
         worker = worker_health()
     except Exception:  # noqa: BLE001 - e.g. the table is missing before `migrate`
         worker = "unknown"
-    return JsonResponse({"status": "ok", "database": "ok", "worker": worker})
+    try:
+        needing_action = mpesa_selectors.count_callbacks_needing_action()
+    except Exception:  # noqa: BLE001 - e.g. the table is missing before `migrate`
+        needing_action = None
+    return JsonResponse(
+        {"status": "ok", "database": "ok", "worker": worker, "mpesa_callbacks_needing_action": needing_action}
+    )
 
 
 admin.site.site_header = "Wavu administration"

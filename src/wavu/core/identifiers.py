@@ -38,7 +38,8 @@ def make_account_number(sequence_value: int) -> str:
 
 
 def is_valid_account_number(value: str) -> bool:
-    return bool(re.fullmatch(r"\d{2,12}", value or "")) and damm_digit(value) == 0
+    """2–12 ASCII digits with a right Damm check digit (other scripts' digits are no account number)."""
+    return bool(re.fullmatch(r"[0-9]{2,12}", value or "")) and damm_digit(value) == 0
 
 
 def clean_account_reference(raw: str) -> str:

@@ -6,7 +6,8 @@ empty keeps it, ticking "clear" removes it. A secret stored under an encryption 
 is shown as unreadable, with a warning on the list and the form: typing a new value replaces it. The
 callback URLs to register with Daraja are shown read-only; actions register the C2B URLs with Daraja
 and rotate the hook token. Access tokens show when they expire, never the token. Stored callbacks are
-evidence: nothing is added, changed or deleted here.
+evidence: nothing is added, changed or deleted here; the "needs action" filter lists those a person
+must look at, and an action marks them dealt with (a note).
 
 Refund requests are read-only once made. "Add" asks for one (a reversal of a payment, or a B2C refund of
 a customer's credit, with a reason) through `mpesa.refunds`, which calls Daraja: that page is saved
@@ -27,7 +28,7 @@ from wavu.core import audit
 from wavu.core.admin import ReadOnlyAdmin
 from wavu.core.errors import DomainError
 
-from . import channels, daraja, reconciliation, refunds
+from . import channels, daraja, reconciliation, refunds, selectors, services
 from .models import AccessToken, InboundCallback, PaymentChannel, RefundRequest, StkRequest
 
 _PLAIN_FIELDS = tuple(f for f in channels.CHANNEL_FIELDS if f not in channels.SECRET_FIELDS)
@@ -246,17 +247,70 @@ class StatusQueryFilter(admin.SimpleListFilter):
         return queryset
 
 
+class NeedsActionFilter(admin.SimpleListFilter):
+    """Callbacks a person must look at (`selectors.callbacks_needing_action`: refused, mismatched, or
+    failed after their last retry, not yet marked dealt with), and those marked dealt with."""
+
+    title = "needs action"
+    parameter_name = "needs_action"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "needs action"), ("dealt_with", "dealt with"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(selectors.needs_action_condition())
+        if self.value() == "dealt_with":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+class ResolveCallbacksForm(forms.Form):
+    note = forms.CharField(
+        max_length=250,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text="what was done: e.g. recorded by hand as payment 812; found by the statement import; not ours",
+    )
+
+
+_INVISIBLE = {code: f"\\x{code:02x}" for code in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)}
+
+
+def _visible(value, limit: int = 20_000) -> str:
+    """Any stored text as something a page can show: control characters as \\xNN escapes, and at most
+    `limit` characters (the rest is announced, not shown)."""
+    text = value if isinstance(value, str) else repr(value)
+    shown = text[:limit].translate(_INVISIBLE).encode("utf-8", "backslashreplace").decode("utf-8")
+    return shown + (f"\n… {len(text) - limit} more characters" if len(text) > limit else "")
+
+
 @admin.register(InboundCallback)
 class InboundCallbackAdmin(ReadOnlyAdmin):
-    list_display = ("received_at", "kind", "status", "channel", "reference", "source_ip", "source_allowed", "attempts")
-    list_filter = ("kind", "status", "channel", "source_allowed", StatusQueryFilter)
+    """Stored hook requests, read-only (evidence). The "needs action" filter lists what a person must look at
+    (the same rule as /healthz's count); actions process failed ones again (after a fix) and mark them
+    dealt with, with a note (audited)."""
+
+    list_display = (
+        "received_at",
+        "kind",
+        "status",
+        "needs_action",
+        "channel",
+        "reference",
+        "source_ip",
+        "source_allowed",
+        "attempts",
+    )
+    list_filter = (NeedsActionFilter, "kind", "status", "channel", "source_allowed", StatusQueryFilter)
     search_fields = ("reference", "outcome", "last_error")
     date_hierarchy = "received_at"
+    actions = ("process_again", "mark_dealt_with")
     fields = (
         "received_at",
         "channel",
         "kind",
         "status",
+        "needs_action",
         "outcome",
         "reference",
         "payment",
@@ -265,18 +319,72 @@ class InboundCallbackAdmin(ReadOnlyAdmin):
         "attempts",
         "last_error",
         "processed_at",
+        "resolved_at",
+        "resolution",
         "headers_display",
         "body_display",
     )
     readonly_fields = fields
 
+    @admin.display(description="needs action", boolean=True)
+    def needs_action(self, obj):
+        return selectors.needs_action(obj)
+
     @admin.display(description="headers")
     def headers_display(self, obj):
-        return format_html("<pre>{}</pre>", "\n".join(f"{k}: {v}" for k, v in (obj.headers or {}).items()))
+        headers = obj.headers
+        if isinstance(headers, dict):
+            text = "\n".join(f"{_visible(k)}: {_visible(v)}" for k, v in headers.items())
+        else:
+            text = _visible(headers)
+        return format_html("<pre>{}</pre>", text)
 
     @admin.display(description="body")
     def body_display(self, obj):
-        return format_html("<pre style='white-space: pre-wrap'>{}</pre>", obj.body)
+        return format_html("<pre style='white-space: pre-wrap; overflow-wrap: anywhere'>{}</pre>", _visible(obj.body))
+
+    @admin.action(description="Process again now (failed ones, e.g. after a fix; each receipt pays once)")
+    def process_again(self, request, queryset):
+        with audit.acting_as(user=request.user, source_ip=request.META.get("REMOTE_ADDR")):
+            outcomes = services.process_again(queryset.values_list("pk", flat=True))
+        if not outcomes:
+            self.message_user(
+                request, "Only failed callbacks not marked dealt with are processed again.", messages.WARNING
+            )
+        for callback in outcomes:
+            level = messages.SUCCESS if callback.status in ("processed", "duplicate") else messages.WARNING
+            self.message_user(request, f"Callback {callback.pk}: {callback.status}. {callback.outcome}", level)
+
+    @admin.action(description="Mark as dealt with (asks what was done)")
+    def mark_dealt_with(self, request, queryset):
+        if "apply" in request.POST:
+            form = ResolveCallbacksForm(request.POST)
+            if form.is_valid():
+                with audit.acting_as(user=request.user, source_ip=request.META.get("REMOTE_ADDR")):
+                    done = services.resolve_callbacks(queryset.values_list("pk", flat=True), **form.cleaned_data)
+                skipped = queryset.count() - len(done)
+                self.message_user(request, f"{len(done)} callback(s) marked dealt with.")
+                if skipped:
+                    self.message_user(
+                        request,
+                        f"{skipped} callback(s) did not need action and were left as they are.",
+                        messages.WARNING,
+                    )
+                return None
+        else:
+            form = ResolveCallbacksForm()
+        return TemplateResponse(
+            request,
+            "admin/mpesa/resolve_callbacks.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Mark callbacks as dealt with",
+                "items": queryset,
+                "form": form,
+                "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
 
 
 @admin.register(StkRequest)

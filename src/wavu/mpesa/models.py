@@ -141,10 +141,23 @@ class InboundCallback(models.Model):
     last_error = models.TextField(blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     payment = models.ForeignKey("payments.Payment", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    resolved_at = models.DateTimeField(
+        null=True, blank=True, help_text="when staff marked a callback that needed action as dealt with"
+    )
+    resolution = models.CharField(max_length=300, blank=True, help_text="who dealt with it, and how")
 
     class Meta:
         ordering = ["-received_at", "-id"]
-        indexes = [models.Index(fields=["status", "received_at"], name="callback_to_process")]
+        indexes = [
+            models.Index(fields=["status", "received_at"], name="callback_to_process"),
+            # Needing action (selectors.callbacks_needing_action): rejected, mismatch, or failed after
+            # its last retry, not yet marked dealt with. /healthz counts them over this partial index.
+            models.Index(
+                fields=["status", "attempts"],
+                name="callback_needs_action",
+                condition=models.Q(resolved_at__isnull=True, status__in=["rejected", "mismatch", "failed"]),
+            ),
+        ]
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.reference or self.pk} ({self.status})"

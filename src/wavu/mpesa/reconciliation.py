@@ -46,7 +46,15 @@ from wavu.payments.services import DuplicateReferenceMismatch, record_payment
 
 from . import selectors, services
 from .models import InboundCallback, PaymentChannel
-from .services import MPESA_TIME_ZONE, BadCallback, load_json_object
+from .payloads import (
+    MPESA_TIME_ZONE,
+    BadCallback,
+    daraja_amount,
+    daraja_time,
+    load_json_object,
+    plausible_time,
+    require_storable,
+)
 
 logger = logging.getLogger("wavu.mpesa")
 
@@ -132,11 +140,16 @@ def _header_key(cell: str) -> str:
 
 def parse_amount(text: str, *, column: str) -> Decimal:
     """'1,500.00', '1500', '-1,000.00', 'KES 20.00', '' → Decimal (blank → 0; the sign is dropped: the
-    column says which way the money went). ValueError for anything else."""
+    column says which way the money went). ValueError for anything else, other scripts' digits and
+    exponents included."""
     cleaned = (text or "").strip().replace(",", "").replace(" ", "")
     cleaned = re.sub(r"^(KES|KSH|KSHS)", "", cleaned, flags=re.I)
     if cleaned in ("", "-"):
         return Decimal("0")
+    if not re.fullmatch(
+        r"-?[0-9]+(?:\.[0-9]+)?", cleaned
+    ):  # Decimal() reads "１００" and "1E+3": the portal writes neither
+        raise ValueError(f"{column} {text!r} is not an amount")
     try:
         value = Decimal(cleaned)
     except InvalidOperation:
@@ -147,13 +160,17 @@ def parse_amount(text: str, *, column: str) -> Decimal:
 
 
 def parse_time(text: str, *, column: str) -> dt.datetime:
-    """A statement time ('24-11-2026 14:03:11' or '2026-11-24 14:03:11', Kenyan time) as aware datetime."""
+    """A statement time ('24-11-2026 14:03:11' or '2026-11-24 14:03:11', Kenyan time, ASCII digits) as
+    an aware datetime, plausible like every Daraja time (`payloads.plausible_time`: from 2007 to a day
+    after now). ValueError otherwise."""
     value = (text or "").strip()
-    for fmt in DATE_FORMATS:
-        try:
-            return dt.datetime.strptime(value, fmt).replace(tzinfo=MPESA_TIME_ZONE)
-        except ValueError:
-            continue
+    if value.isascii():
+        for fmt in DATE_FORMATS:
+            try:
+                moment = dt.datetime.strptime(value, fmt).replace(tzinfo=MPESA_TIME_ZONE)
+            except ValueError:
+                continue
+            return plausible_time(moment, field=column)
     raise ValueError(f"{column} {text!r} is not a date like 24-11-2026 14:03:11")
 
 
@@ -197,9 +214,9 @@ def parse_statement(data: bytes | str) -> ParsedStatement:
     Accepted: a UTF-8 BOM (or Windows-1252), preamble lines before the header row (organisation name,
     period …), comma, semicolon or tab separators, quoted fields, header variants ("Receipt No." or
     "Receipt No", any case), dates DD-MM-YYYY or YYYY-MM-DD with time, amounts with thousands
-    separators. Blank lines are ignored. Every other row that cannot be read is returned in `errors`
-    with its line number. Raises StatementFormatError when no header row names Receipt No.,
-    Completion Time, Transaction Status and Paid In.
+    separators. Blank lines are ignored. Every other row that cannot be read (a NUL character in any
+    cell included) is returned in `errors` with its line number. Raises StatementFormatError when no
+    header row names Receipt No., Completion Time, Transaction Status and Paid In.
     """
     text = _decode(data)
     found = _find_header(text)
@@ -227,6 +244,8 @@ def parse_statement(data: bytes | str) -> ParsedStatement:
                 parsed.errors.append(RowProblem(line, receipt, f"{len(cells)} columns, the header has {width}+"))
                 continue
             problems = []
+            if any("\x00" in cell for cell in cells):  # PostgreSQL cannot store it; the portal never writes it
+                problems.append("the row holds a NUL character")
             if not RECEIPT_RE.match(receipt):
                 problems.append(f"Receipt No. {receipt!r} is not an M-Pesa receipt")
             values = {}
@@ -640,8 +659,12 @@ def _items(value) -> list:
 
 def parse_status_result(body: bytes | str) -> StatusResult:
     """A Transaction Status result (mpesa-daraja.md §1.8): ResultParameter as an object or an array,
-    keys with spaces, items without a Value. Raises BadCallback when there is no Result object."""
+    keys with spaces, items without a Value. Raises BadCallback when there is no Result object, when
+    Amount is given but is no amount as Daraja writes one (`payloads.daraja_amount`), when
+    FinalisedTime is given but is no plausible date (`payloads.daraja_time`), or when the body holds
+    text PostgreSQL cannot store (NUL)."""
     data = load_json_object(body)
+    require_storable(data)
     result = data.get("Result")
     if not isinstance(result, dict):
         raise BadCallback("no_result", "the body has no Result object")
@@ -650,15 +673,17 @@ def parse_status_result(body: bytes | str) -> StatusResult:
         if "Key" in item:
             params[str(item["Key"])] = item.get("Value")
     amount = None
-    try:
-        if params.get("Amount") not in (None, ""):
-            amount = Decimal(str(params["Amount"]))
-    except InvalidOperation:
-        amount = None
+    if params.get("Amount") not in (None, ""):
+        try:
+            amount = daraja_amount(params["Amount"], field="Amount")
+        except ValidationError as exc:
+            raise BadCallback("bad_amount", "; ".join(exc.messages), exc.message_dict) from None
     finalised = None
-    raw_time = str(params.get("FinalisedTime") or "")
-    if re.fullmatch(r"\d{14}", raw_time):
-        finalised = dt.datetime.strptime(raw_time, "%Y%m%d%H%M%S").replace(tzinfo=MPESA_TIME_ZONE)
+    if params.get("FinalisedTime") not in (None, ""):
+        try:
+            finalised = daraja_time(params["FinalisedTime"], field="FinalisedTime")
+        except ValueError as exc:
+            raise BadCallback("bad_time", str(exc), {"FinalisedTime": [str(exc)]}) from None
     return StatusResult(
         result_code=str(result.get("ResultCode", "")),
         result_desc=str(result.get("ResultDesc", "")),

@@ -40,7 +40,7 @@ import math
 import re
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -57,7 +57,7 @@ from wavu.payments import selectors as payment_selectors
 from wavu.payments import services as payments
 from wavu.payments.models import Method, Payment
 
-from . import channels, daraja, services
+from . import channels, daraja, payloads, services
 from .models import InboundCallback, PaymentChannel, RefundRequest, StkRequest
 
 logger = logging.getLogger("wavu.mpesa")
@@ -594,13 +594,12 @@ class RefundResult:
 
     @property
     def amount(self) -> Decimal | None:
+        """TransactionAmount (B2C) or Amount (reversal); None when not given. `parse_refund_result`
+        refuses a result whose amount is given but is no amount as Daraja writes one."""
         value = self.parameters.get("TransactionAmount", self.parameters.get("Amount"))
-        if value in (None, "") or isinstance(value, bool):
+        if value in (None, ""):
             return None
-        try:
-            return Decimal(str(value).strip()).quantize(Decimal("0.01"))
-        except (InvalidOperation, ValueError):
-            return None
+        return payloads.daraja_amount(value, field="TransactionAmount")
 
     @property
     def original_receipt(self) -> str:
@@ -629,8 +628,11 @@ def parse_refund_result(body: bytes | str) -> RefundResult:
     """Read a B2C or Reversal `Result` (also the QueueTimeOut body). ResultCode may be a number or a
     string; ResultParameters may be missing, an object or an array; keys are read by name, a key
     without a Value is kept as None. Raises services.BadCallback when there is no Result object or no
-    ConversationID / OriginatorConversationID to match it by."""
+    ConversationID / OriginatorConversationID to match it by, when a success's amount is given but is no
+    amount as Daraja writes one (`payloads.daraja_amount`: "１００" or 1E+2 is not read as 100), or when
+    the body holds text PostgreSQL cannot store (NUL: the parameters are kept in a JSON column)."""
     data = services.load_json_object(body)
+    services.require_storable(data)
     result = data.get("Result")
     if not isinstance(result, dict):
         raise services.BadCallback("no_result", "the body has no Result object")
@@ -644,7 +646,7 @@ def parse_refund_result(body: bytes | str) -> RefundResult:
     for item in _items(result.get("ResultParameters")):
         if "Key" in item:
             params[str(item["Key"])] = item.get("Value")
-    return RefundResult(
+    parsed = RefundResult(
         result_code=_code_text(result.get("ResultCode")),
         result_desc=str(result.get("ResultDesc") or "")[:300],
         originator_conversation_id=ids["OriginatorConversationID"],
@@ -652,6 +654,12 @@ def parse_refund_result(body: bytes | str) -> RefundResult:
         transaction_id=ids["TransactionID"],
         parameters=params,
     )
+    if parsed.success:  # only a success's amount is used (compared with the request's)
+        try:
+            parsed.amount  # noqa: B018 - checked here, so a bad amount is refused, never read as "not given"
+        except ValidationError as exc:
+            raise services.BadCallback("bad_amount", "; ".join(exc.messages), exc.message_dict) from None
+    return parsed
 
 
 def _find_request(kind: str, result: RefundResult) -> RefundRequest | None:

@@ -1,5 +1,6 @@
 """M-Pesa reads: which channel a hook token names, whether a source address is allowed, who a paybill
-account reference names, and which stored callbacks are due for (another) processing attempt.
+account reference names, which stored callbacks are due for (another) processing attempt, and which
+need a person.
 
 No writes here.
 """
@@ -128,8 +129,15 @@ def source_on_allowlist(channel: PaymentChannel, source_ip: str | None) -> bool:
 
 # --- who a paybill account reference names ------------------------------------------------------
 
-_INVOICE_RE = re.compile(rf"^{INVOICE_SERIES}0*(\d{{1,9}})$")
-_PHONE_RE = re.compile(r"^(?:\+?254|0)[17]\d{8}$")
+_INVOICE_RE = re.compile(rf"^{INVOICE_SERIES}0*([0-9]{{1,9}})$")
+_PHONE_RE = re.compile(r"^(?:\+?254|0)[17][0-9]{8}$")
+OTHER_DIGITS = "the account reference has digits other than 0-9, which match no account"
+
+
+def _has_other_digits(text: str) -> bool:
+    """True when `text` holds a digit that is not ASCII 0-9 ("١", "१", "１", "²"): int() and the
+    phone parser would read them, so each rule would treat them differently; none of them matches."""
+    return any(ch.isdigit() and not "0" <= ch <= "9" for ch in text)
 
 
 @dataclass(frozen=True)
@@ -152,11 +160,14 @@ def match_account_reference(text: str) -> ReferenceMatch:
     3. a customer's registered phone (main or alternative), only when the reference is written as a
        whole Kenyan mobile number (07…/01…, 2547…, +2547…); two customers on one phone match nobody;
     4. a service (PPPoE/hotspot) username, case-insensitive.
-    The payer's MSISDN is never an input: Safaricom masks or hashes it.
+    Digits are ASCII 0-9 in every rule: a reference holding other digits ("INV-٠٠٠١", "१२२१९",
+    "１０００８") matches nobody. The payer's MSISDN is never an input: Safaricom masks or hashes it.
     """
     raw = (text or "").strip()
     if not raw:
         return ReferenceMatch(None, "", "no account reference was given")
+    if _has_other_digits(raw):
+        return ReferenceMatch(None, "", OTHER_DIGITS)
     customer = find_by_account_reference(raw)
     if customer is not None:
         return ReferenceMatch(customer, "account_number", f"account number {customer.account_number}")
@@ -165,6 +176,8 @@ def match_account_reference(text: str) -> ReferenceMatch:
 
 def _match_beyond_account_number(raw: str) -> ReferenceMatch:
     """Rules 2–4 of `match_account_reference` for a non-blank reference that is no account number."""
+    if _has_other_digits(raw):
+        return ReferenceMatch(None, "", OTHER_DIGITS)
     compact = re.sub(r"[\s\-_/.]", "", raw).lstrip("#").upper()
     invoice_match = _INVOICE_RE.match(compact)
     if invoice_match and int(invoice_match.group(1)) > 0:
@@ -193,7 +206,8 @@ def _match_beyond_account_number(raw: str) -> ReferenceMatch:
 
 def match_account_references(texts) -> dict[str, ReferenceMatch]:
     """`match_account_reference` for many references at once: {text: match}. Account numbers (what
-    nearly every payer types) are looked up in one query; the rest go through the rules one by one."""
+    nearly every payer types) are looked up in one query; the rest go through the rules one by one.
+    The same rules, ASCII digits included, as `match_account_reference`."""
     texts = set(texts)
     numbers = {}
     for text in texts:
@@ -217,6 +231,38 @@ def match_account_references(texts) -> dict[str, ReferenceMatch]:
 # --- callbacks to (re)process --------------------------------------------------------------------
 
 
+def needs_action_condition() -> Q:
+    """Stored callbacks a person must look at, not yet marked dealt with: every request refused
+    ("rejected": a hook refusal or a body the worker could not read), every "mismatch" (a receipt
+    known with another amount, an STK success for another amount), and every "failed" one whose
+    retries are used up (CALLBACK_MAX_ATTEMPTS). Matches the partial index "callback_needs_action"."""
+    Status = InboundCallback.Status
+    return Q(resolved_at__isnull=True) & (
+        Q(status__in=(Status.REJECTED, Status.MISMATCH))
+        | Q(status=Status.FAILED, attempts__gte=hook_setting("CALLBACK_MAX_ATTEMPTS"))
+    )
+
+
+def callbacks_needing_action():
+    """The stored callbacks needing action (`needs_action_condition`), newest first."""
+    return InboundCallback.objects.filter(needs_action_condition())
+
+
+def count_callbacks_needing_action() -> int:
+    """How many stored callbacks need action: one count over the partial index (for /healthz)."""
+    return callbacks_needing_action().order_by().count()
+
+
+def needs_action(callback: InboundCallback) -> bool:
+    """`needs_action_condition` for one callback already read."""
+    Status = InboundCallback.Status
+    if callback.resolved_at is not None:
+        return False
+    if callback.status == Status.FAILED:
+        return callback.attempts >= hook_setting("CALLBACK_MAX_ATTEMPTS")
+    return callback.status in (Status.REJECTED, Status.MISMATCH)
+
+
 def retry_delay(attempts: int) -> dt.timedelta:
     """How long after its receipt a failed callback waits before attempt `attempts + 1`:
     2^attempts − 1 minutes (1, 3, 7, 15, 31 … minutes after it arrived)."""
@@ -227,11 +273,14 @@ def callbacks_to_retry(now: dt.datetime | None = None, *, kinds, limit: int = 20
     """Ids of stored callbacks of `kinds` due for another processing attempt, oldest first (at most `limit`):
     failed ones whose back-off (`retry_delay`) has passed, and ones still "received" more than
     CALLBACK_STUCK_SECONDS after they arrived (the process that stored them died before processing,
-    or the job was lost). Callbacks with CALLBACK_MAX_ATTEMPTS attempts are left for staff."""
+    or the job was lost). Callbacks with CALLBACK_MAX_ATTEMPTS attempts are left for staff (they
+    need action: `callbacks_needing_action`), as are callbacks staff marked dealt with."""
     now = now or clock.now()
     stuck_before = now - dt.timedelta(seconds=hook_setting("CALLBACK_STUCK_SECONDS"))
     candidates = (
-        InboundCallback.objects.filter(kind__in=kinds, attempts__lt=hook_setting("CALLBACK_MAX_ATTEMPTS"))
+        InboundCallback.objects.filter(
+            kind__in=kinds, attempts__lt=hook_setting("CALLBACK_MAX_ATTEMPTS"), resolved_at__isnull=True
+        )
         .filter(
             Q(status=InboundCallback.Status.FAILED)
             | Q(status=InboundCallback.Status.RECEIVED, received_at__lte=stuck_before)

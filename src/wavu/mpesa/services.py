@@ -23,31 +23,40 @@ row, so this order is safe.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
-import zoneinfo
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from wavu.core import clock
+from wavu.core import audit, clock
 from wavu.core.db import insert_rows, update_rows
+from wavu.core.models import AuditEvent
 from wavu.core.tasks import enqueue_on_commit
-from wavu.payments.services import FUTURE_TOLERANCE, clean_amount
+from wavu.payments.services import FUTURE_TOLERANCE
 
 from . import selectors
 from .models import InboundCallback, PaymentChannel
+from .payloads import (  # noqa: F401 (MPESA_TIME_ZONE: re-exported)
+    MPESA_TIME_ZONE,
+    BadCallback,
+    clean_name,
+    daraja_amount,
+    daraja_time,
+    has_control_characters,
+    load_json_object,
+    require_storable,
+    storable,
+    storable_body,
+)
 
 logger = logging.getLogger("wavu.mpesa")
 
 Kind = InboundCallback.Kind
 Status = InboundCallback.Status
 
-# M-Pesa states TransTime in Kenyan time, whatever the ISP's TIME_ZONE.
-MPESA_TIME_ZONE = zoneinfo.ZoneInfo("Africa/Nairobi")
 STORED_ONLY = "stored: a Transaction Status query timed out at Safaricom; ask again"
 DROPPED_HEADERS = {"cookie", "authorization", "proxy-authorization"}
 MAX_HEADER_VALUE = 500
@@ -85,23 +94,16 @@ class HookAnswer:
     headers: dict = field(default_factory=dict)
 
 
-class BadCallback(Exception):
-    """A payload that cannot be processed; `code` is stable, `fields` names what is wrong."""
-
-    def __init__(self, code: str, message: str, fields: dict | None = None):
-        super().__init__(message)
-        self.code, self.message, self.fields = code, message, fields or {}
-
-
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
     """The project's error format (interfaces.md): {"error": {"code", "message", "fields"}}."""
     return {"error": {"code": code, "message": message, "fields": fields or {}}}
 
 
 def clean_headers(headers) -> dict:
-    """The request's headers for the audit, without cookies and credentials, values capped in length."""
+    """The request's headers for the audit, without cookies and credentials, values capped in length
+    (NUL and lone surrogates escaped: a JSON column takes neither)."""
     return {
-        str(name): str(value)[:MAX_HEADER_VALUE]
+        storable(str(name)): storable(str(value)[:MAX_HEADER_VALUE])
         for name, value in headers.items()
         if str(name).lower() not in DROPPED_HEADERS
     }
@@ -125,27 +127,12 @@ class C2BNotice:
 
 
 _TRANS_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,59}$")
-_TRANS_TIME_RE = re.compile(r"^\d{14}$")
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def load_json_object(body: bytes | str) -> dict:
-    """The body as a JSON object; numbers with a fraction become Decimal, never float.
-    Raises BadCallback (malformed_json / not_an_object)."""
-    try:
-        text = body.decode("utf-8") if isinstance(body, bytes) else body
-        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadCallback("malformed_json", f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadCallback("not_an_object", "the body must be a JSON object")
-    return data
-
-
-def _text(data: dict, errors: dict, name: str, *, max_length: int, required: bool = False) -> str:
+def _text(data: dict, errors: dict, name: str, *, max_length: int, required: bool = False, person=False) -> str:
+    """Field `name` as text. A person's name loses its control characters (`payloads.clean_name`);
+    any other field holding one (NUL, escape, a lone surrogate …) is an error: Daraja sends none, and
+    guessing what an identifier meant could credit the wrong account."""
     value = data.get(name)
     if value is None:
         value = ""
@@ -153,6 +140,11 @@ def _text(data: dict, errors: dict, name: str, *, max_length: int, required: boo
         errors[name] = [f"{name} must be text"]
         return ""
     value = str(value).strip()
+    if person:
+        value = clean_name(value)
+    elif has_control_characters(value):
+        errors[name] = [f"{name} holds a control character (such as NUL), which Daraja never sends"]
+        return ""
     if required and not value:
         errors[name] = [f"{name} is required"]
     elif len(value) > max_length:
@@ -160,19 +152,16 @@ def _text(data: dict, errors: dict, name: str, *, max_length: int, required: boo
     return value
 
 
-def parse_trans_time(value: str) -> dt.datetime:
-    """TransTime YYYYMMDDHHmmss (Kenyan time) as an aware datetime; ValueError when it is no date."""
-    if not _TRANS_TIME_RE.match(value):
-        raise ValueError("TransTime must be 14 digits, YYYYMMDDHHmmss")
-    return dt.datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=MPESA_TIME_ZONE)
-
-
 def parse_c2b(body: bytes | str, *, confirmation: bool = True) -> C2BNotice:
     """Check a C2B validation/confirmation payload (mpesa-daraja.md §1.6) and type it.
 
-    Required: TransAmount (a positive amount with at most 2 decimals; text or a JSON number), and for
-    a confirmation TransID (letters/digits) and TransTime (YYYYMMDDHHmmss). Optional text fields
-    must be text when present. Raises BadCallback(code, message, fields) naming every bad field.
+    Required: TransAmount (`payloads.daraja_amount`: a positive amount with at most 2 decimals in
+    ASCII digits, text or a JSON number, no exponent), and for a confirmation TransID (letters/digits)
+    and TransTime (YYYYMMDDHHmmss, a plausible date: `payloads.daraja_time`; also checked in a
+    validation that names one). Optional text fields must be text when present. The payer's names
+    lose control characters (NUL, escapes …); BillRefNumber, MSISDN, BusinessShortCode and
+    TransactionType holding one are refused. Raises BadCallback(code, message, fields) naming every
+    bad field.
     """
     data = load_json_object(body)
     errors: dict = {}
@@ -180,26 +169,20 @@ def parse_c2b(body: bytes | str, *, confirmation: bool = True) -> C2BNotice:
     if trans_id and "TransID" not in errors and not _TRANS_ID_RE.match(trans_id):
         errors["TransID"] = ["TransID must be letters and digits"]
     amount = None
-    raw_amount = data.get("TransAmount")
-    if raw_amount is None or raw_amount == "":
-        errors["TransAmount"] = ["TransAmount is required"]
-    elif isinstance(raw_amount, bool) or not isinstance(raw_amount, str | int | Decimal):
-        errors["TransAmount"] = ['TransAmount must be an amount like "1500.00"']
-    else:
-        try:
-            amount = clean_amount(raw_amount, field="TransAmount")
-        except ValidationError as exc:
-            errors.update(exc.message_dict)
+    try:
+        amount = daraja_amount(data.get("TransAmount"), field="TransAmount")
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
     trans_time = None
     raw_time = _text(data, errors, "TransTime", max_length=14, required=confirmation)
     if raw_time and "TransTime" not in errors:
         try:
-            trans_time = parse_trans_time(raw_time)
-        except ValueError:
-            errors["TransTime"] = [f"TransTime {raw_time!r} is not a date and time YYYYMMDDHHmmss"]
+            trans_time = daraja_time(raw_time, field="TransTime")
+        except ValueError as exc:
+            errors["TransTime"] = [str(exc)]
     bill_ref = _text(data, errors, "BillRefNumber", max_length=100)
     msisdn = _text(data, errors, "MSISDN", max_length=80)
-    names = [_text(data, errors, name, max_length=80) for name in ("FirstName", "MiddleName", "LastName")]
+    names = [_text(data, errors, name, max_length=80, person=True) for name in ("FirstName", "MiddleName", "LastName")]
     shortcode = _text(data, errors, "BusinessShortCode", max_length=20)
     transaction_type = _text(data, errors, "TransactionType", max_length=60)
     if errors:
@@ -231,7 +214,7 @@ def _reference_of(kind: str, body: bytes | str) -> str:
     else:
         result = data.get("Result") if isinstance(data.get("Result"), dict) else {}
         value = result.get("TransactionID") or result.get("ConversationID")
-    return value.strip()[:60] if isinstance(value, str) else ""
+    return storable(value.strip())[:60] if isinstance(value, str) else ""
 
 
 # --- storing -------------------------------------------------------------------------------------
@@ -239,7 +222,7 @@ def _reference_of(kind: str, body: bytes | str) -> str:
 
 _CALLBACK_FIELDS = [
     "channel_id", "kind", "received_at", "source_ip", "source_allowed", "headers", "body", "status", "outcome",
-    "reference", "attempts", "last_error", "processed_at",
+    "reference", "attempts", "last_error", "processed_at", "resolution",
 ]  # fmt: skip
 
 
@@ -257,8 +240,11 @@ def store_callback(
     INSERT, committed before the hook answers. A callback kept as "received" whose kind is in
     `DRAINED_KINDS` is the worker's to process (`drain_callbacks`): the store is the queue, so no
     job record is written per request. `reference` (TransID, CheckoutRequestID …) is read from the
-    body when not given. Not idempotent: every request is its own row (the audit trail)."""
-    text = request.body.decode("utf-8", errors="replace")
+    body when not given. Not idempotent: every request is its own row (the audit trail).
+
+    Any body can be kept: one that is not UTF-8 or holds NUL bytes is kept in a faithful escaped form
+    (`payloads.storable_body`; such a body is never valid JSON, so it was refused)."""
+    text = storable_body(request.body)
     if request.too_large:
         text, reference = text[:OVERSIZED_BODY_KEPT], ""
     elif reference is None:
@@ -266,7 +252,7 @@ def store_callback(
     now = clock.now()
     values = (
         channel.pk, kind, now, request.source_ip, source_allowed, clean_headers(request.headers), text, status,
-        outcome[:300], reference[:60], 0, "", now if status == Status.PROCESSED else None,
+        storable(outcome)[:300], storable(reference)[:60], 0, "", now if status == Status.PROCESSED else None, "",
     )  # fmt: skip
     # insert_rows rather than objects.create: this is the hook's whole cost, paid on every request
     [pk] = insert_rows(InboundCallback, _CALLBACK_FIELDS, [values], returning=True)
@@ -278,8 +264,11 @@ def receive_hook(channel: PaymentChannel, kind: str, request: HookRequest) -> Ho
 
     In order: a body over HOOK_MAX_BODY_BYTES → 413; a method other than POST → 405; a source address
     off the allowlist → 403 when the channel enforces it (with log_only the request goes on, flagged
-    source_allowed=False); an invalid payload → 400. Each of these is kept with status "rejected" and
-    the reason in `outcome`, and never becomes a payment. Then, by kind:
+    source_allowed=False); an invalid payload → 400: a C2B request checked field by field
+    (`parse_c2b`), any other kind when it is not a JSON object (`payloads.load_json_object`) or holds
+    text PostgreSQL cannot store (`payloads.require_storable`), so what is acknowledged can be
+    processed. Each of these is kept with status "rejected" and the reason in `outcome`, and never
+    becomes a payment. Then, by kind:
     - C2B validation: the cheap account match decides: accepted, or C2B00012 when the channel
       rejects unknown accounts and nobody matches; kept with the decision;
     - C2B confirmation: kept as "received", acknowledged; processing follows after commit;
@@ -314,7 +303,7 @@ def receive_hook(channel: PaymentChannel, kind: str, request: HookRequest) -> Ho
             return refuse(400, exc.code, exc.message, exc.fields)
     else:
         try:
-            load_json_object(request.body)
+            require_storable(load_json_object(request.body))
         except BadCallback as exc:
             return refuse(400, exc.code, exc.message, exc.fields)
 
@@ -536,7 +525,7 @@ def _confirmation_notes(callback: InboundCallback, notice: C2BNotice) -> list[st
 def _finish(callback: InboundCallback, status: str, outcome: str, payment=None) -> InboundCallback:
     """Record how processing ended on a locked callback (its `attempts` already counted)."""
     callback.status = status
-    callback.outcome = outcome[:300]
+    callback.outcome = storable(outcome)[:300]
     callback.payment = payment
     callback.processed_at = clock.now()
     callback.save(update_fields=["status", "outcome", "payment", "processed_at", "attempts"])
@@ -550,10 +539,52 @@ def _mark_failed(callback_id: int, exc: BaseException) -> InboundCallback | None
             return callback
         callback.status = Status.FAILED
         callback.attempts += 1
-        callback.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        callback.last_error = storable(f"{type(exc).__name__}: {exc}")[:2000]
         callback.outcome = f"processing failed (attempt {callback.attempts}); will be retried"
         callback.save(update_fields=["status", "attempts", "last_error", "outcome"])
     return callback
+
+
+def process_again(callback_ids) -> list[InboundCallback]:
+    """Process the given stored callbacks again now, whatever their attempts, when they are "failed"
+    and not marked dealt with (e.g. after a fix, for those whose retries ran out); others are skipped.
+    Each goes through `process_callback` (row locks and the receipt's unique payment: a receipt pays
+    once). Returns the callbacks processed, as they ended."""
+    ids = InboundCallback.objects.filter(
+        pk__in=list(callback_ids), status=Status.FAILED, kind__in=DRAINED_KINDS, resolved_at__isnull=True
+    ).order_by("pk")
+    done = []
+    for callback_id in ids.values_list("pk", flat=True):
+        callback = process_callback(callback_id)
+        if callback is not None:
+            done.append(callback)
+    return done
+
+
+def resolve_callbacks(callback_ids, *, note: str) -> list[InboundCallback]:
+    """Mark stored callbacks that need action (`selectors.callbacks_needing_action`) as dealt with, with
+    `note` (what staff did: "recorded by hand as payment 812", "not ours: a test from the vendor"),
+    so they leave the list and the /healthz count. Only the record of the callback changes
+    (`resolved_at`, `resolution` = who and the note); the stored request, its status and outcome stay
+    as evidence, and a resolved callback is never retried. Callbacks not needing action are skipped.
+    Audited ("mpesa callback resolved"); locks the callback rows, in id order. Returns those marked.
+    Raises ValidationError({"note": …}) without a note (1–250 characters)."""
+    text = (note or "").strip()
+    if not text or len(text) > 250:
+        raise ValidationError({"note": ["Say what was done about it (at most 250 characters)."]})
+    resolved = []
+    with transaction.atomic():
+        callbacks = (
+            selectors.callbacks_needing_action().filter(pk__in=list(callback_ids)).select_for_update().order_by("pk")
+        )
+        for callback in callbacks:
+            before = audit.snapshot(callback)
+            callback.resolved_at = clock.now()
+            callback.resolution = storable(f"{audit.current_actor().label[:45]}: {text}")[:300]
+            callback.save(update_fields=["resolved_at", "resolution"])
+            audit.record(callback, AuditEvent.Action.UPDATE, before=before, verb="mpesa callback resolved", reason=text)
+            resolved.append(callback)
+    return resolved
 
 
 @dataclass

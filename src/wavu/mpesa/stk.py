@@ -23,6 +23,10 @@ Guarantees:
   the statement import (`reconciliation.stk_payment_for`).
 - **Money is never dropped.** A success callback pays even after the request was expired or failed
   (a late callback); a success callback that matches no request is recorded in suspense.
+- **A request is paid only at the amount it asked.** A success whose Amount differs (cents included:
+  STK amounts are whole shillings) is recorded in suspense at M-Pesa's amount, the callback is
+  "mismatch" for staff, and the request is closed as failed (`_hold_other_amount`), so neither amount
+  is credited silently.
 - After the payment: an invoice request's money goes to the customer's oldest open invoices
   (`record_payment`); a purchase request then buys the period (`prepaid.purchase_period`, from the
   credit just received; a refusal is noted on the request, the money stays as credit); the
@@ -39,6 +43,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -55,10 +60,10 @@ from wavu.core.models import AuditEvent
 from wavu.core.phones import normalize_msisdn
 from wavu.customers.models import Customer
 from wavu.ledger.selectors import customer_credit
-from wavu.payments.services import FUTURE_TOLERANCE, DuplicateReferenceMismatch, clean_amount, record_payment
+from wavu.payments.services import FUTURE_TOLERANCE, DuplicateReferenceMismatch, record_payment
 from wavu.subscriptions.models import Subscription
 
-from . import channels, daraja, services
+from . import channels, daraja, payloads, services
 from .models import InboundCallback, PaymentChannel, StkRequest
 
 logger = logging.getLogger("wavu.mpesa")
@@ -400,10 +405,14 @@ def _number_text(value) -> str:
 
 def parse_stk_callback(body: bytes | str) -> StkResult:
     """Parse an STK callback (mpesa-daraja.md §1.3). Items are looked up by Name in any order; `Balance`
-    may have no Value; Amount (1 or 1.0) is read from the raw text as Decimal, never float;
-    TransactionDate is a number yyyyMMddHHmmss (Nairobi time); PhoneNumber a number. ResultCode 0
-    without MpesaReceiptNumber or Amount is malformed. Raises `services.BadCallback`."""
+    may have no Value; Amount (1 or 1.0) is read from the raw text as Decimal, never float, in ASCII
+    digits without an exponent (`payloads.daraja_amount`); ResultCode is 0 only when written 0;
+    TransactionDate is a number yyyyMMddHHmmss (Nairobi time, a plausible date: `payloads.daraja_time`);
+    PhoneNumber a number. ResultCode 0 without MpesaReceiptNumber or Amount, or with a TransactionDate
+    that is no plausible date, is malformed, as is text PostgreSQL cannot store (NUL) anywhere.
+    Raises `services.BadCallback`."""
     data = services.load_json_object(body)
+    payloads.require_storable(data)
     stk = (data.get("Body") or {}).get("stkCallback") if isinstance(data.get("Body"), dict) else None
     if not isinstance(stk, dict):
         raise services.BadCallback("not_stk_callback", "the body has no Body.stkCallback object")
@@ -414,10 +423,13 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
         )
     raw_code = stk.get("ResultCode")
     try:
-        code = str(int(_number_text(raw_code)))
+        code = _number_text(raw_code)
+        if not re.fullmatch(r"-?[0-9]+", code):  # int() would read "٠" as 0: a success
+            raise ValueError("not an integer in ASCII digits")
+        code = str(int(code))
     except (ValueError, TypeError):
         if isinstance(raw_code, str) and raw_code.strip():
-            code = raw_code.strip()  # e.g. SFC_IC0003
+            code = raw_code.strip()  # e.g. SFC_IC0003; any code but "0" is no success
         else:
             raise services.BadCallback(
                 "missing_field", "ResultCode is required", {"ResultCode": ["required"]}
@@ -440,9 +452,7 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
     errors: dict[str, list[str]] = {}
     amount = receipt = None
     try:
-        amount = clean_amount(_number_text(values.get("Amount")), field="Amount")
-    except (ValueError, ArithmeticError):
-        errors["Amount"] = ["Amount must be a positive number"]
+        amount = payloads.daraja_amount(values.get("Amount"), field="Amount")
     except ValidationError as exc:
         errors.update(exc.message_dict)
     receipt = values.get("MpesaReceiptNumber")
@@ -451,9 +461,9 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
     when = None
     if values.get("TransactionDate") not in (None, ""):
         try:
-            when = services.parse_trans_time(_number_text(values["TransactionDate"]))
-        except ValueError:
-            errors["TransactionDate"] = ["TransactionDate must be a number yyyyMMddHHmmss"]
+            when = payloads.daraja_time(values["TransactionDate"], field="TransactionDate")
+        except ValueError as exc:
+            errors["TransactionDate"] = [str(exc)]
     phone = ""
     if values.get("PhoneNumber") not in (None, ""):
         phone = str(values["PhoneNumber"]).strip()[:64]
@@ -581,7 +591,8 @@ def process_stk_callback(callback_id: int) -> InboundCallback | None:
     concurrently with itself and the janitor: locks the callback row, then the request row, then what
     `record_payment` locks. Outcomes: processed, duplicate (the request was already settled the same
     way), mismatch (the receipt is another payment's), rejected (a payload that can never be
-    processed). An unexpected error leaves the callback "failed" (the janitor retries it)."""
+    processed). A success for another amount than the request asked is "mismatch", held in suspense
+    (`_hold_other_amount`). An unexpected error leaves the callback "failed" (the janitor retries it)."""
     try:
         with transaction.atomic():
             callback = InboundCallback.objects.select_for_update().filter(pk=callback_id).first()
@@ -627,6 +638,8 @@ def _apply_callback(callback: InboundCallback) -> InboundCallback:
             return services._finish(callback, CB.REJECTED, "; ".join(exc.messages))
         status = CB.PROCESSED if created else CB.DUPLICATE
         return services._finish(callback, status, f"no STK request {result.checkout_request_id}: in suspense", payment)
+    if result.result_code == "0" and result.amount != request.amount:
+        return _hold_other_amount(callback, request, result)
     try:
         settled = _settle(
             request,
@@ -644,6 +657,59 @@ def _apply_callback(callback: InboundCallback) -> InboundCallback:
         return services._finish(callback, CB.REJECTED, "; ".join(exc.messages))
     status = CB.PROCESSED if settled.changed else CB.DUPLICATE
     return services._finish(callback, status, f"STK request {request.pk}: {settled.note}", settled.payment)
+
+
+def _hold_other_amount(callback: InboundCallback, request: StkRequest, result: StkResult) -> InboundCallback:
+    """A success whose Amount is not what the LOCKED request asked (cents included: STK amounts are whole
+    shillings). M-Pesa says money moved, so it is recorded, never dropped, but never credited to the
+    customer at either amount: the payment goes to suspense at M-Pesa's amount (reference = the receipt,
+    so the statement import knows it), the callback is "mismatch" (needing action), and an open request
+    is closed as failed, so the janitor's query cannot pay it at the asked amount as well. A request
+    already paid (by the query, at the asked amount) only learns the receipt (so the statement import
+    compares the amounts and reports the difference, rather than recording the receipt again)."""
+    CB = InboundCallback.Status
+    note = (
+        f"M-Pesa reports KES {result.amount} paid (receipt {result.receipt}) for STK request {request.pk}, "
+        f"which asked KES {request.amount}"
+    )
+    if request.status == Status.PAID:
+        if not request.receipt:
+            before = audit.snapshot(request)
+            request.receipt = result.receipt
+            request.save(update_fields=["receipt"])
+            audit.record(request, AuditEvent.Action.UPDATE, before=before, verb="stk receipt added")
+        outcome = f"{note}; the request was already paid (payment {request.payment_id}): check by hand"
+        return services._finish(callback, CB.MISMATCH, outcome, request.payment)
+    try:
+        payment, created = record_payment(
+            method="mpesa",
+            source=request.channel.shortcode,
+            reference=result.receipt,
+            amount=result.amount,
+            customer=None,
+            received_at=_received_at(result.transaction_date, callback.received_at),
+            payer_phone=result.phone,
+            notes=f"STK request {request.pk} asked KES {request.amount}; M-Pesa reports KES {result.amount}",
+        )
+    except DuplicateReferenceMismatch as exc:
+        return services._finish(callback, CB.MISMATCH, exc.message)
+    except ValidationError as exc:
+        return services._finish(callback, CB.REJECTED, "; ".join(exc.messages))
+    if not created:
+        return services._finish(callback, CB.DUPLICATE, f"already held in suspense: payment {payment.pk}", payment)
+    if request.status in OPEN:
+        before = audit.snapshot(request)
+        request.status, request.result_code = Status.FAILED, str(result.result_code)[:20]
+        request.result_desc = f"{note}; held in suspense as payment {payment.pk}"[:300]
+        request.customer_message = (
+            f"M-Pesa reports a payment of KES {result.amount}, not the KES {request.amount} asked. "
+            "We are checking it and will credit your account; do not pay again for now."
+        )
+        request.settled_at, request.settled_by, request.next_check_at = clock.now(), "callback", None
+        request.save()
+        audit.record(request, AuditEvent.Action.UPDATE, before=before, verb="stk amount differs (callback)")
+    outcome = f"{note}; held in suspense as payment {payment.pk} for staff to match or refund"
+    return services._finish(callback, CB.MISMATCH, outcome, payment)
 
 
 # --- the janitor -------------------------------------------------------------------------------------------
@@ -706,6 +772,7 @@ def settle_pending_stk(now: dt.datetime | None = None, *, limit: int = 100, clie
         status__in=(InboundCallback.Status.RECEIVED, InboundCallback.Status.FAILED),
         received_at__lte=now - STUCK_CALLBACK_AFTER,
         attempts__lt=10,
+        resolved_at__isnull=True,
     ).values_list("pk", flat=True)[:limit]
     for callback_id in list(stuck):
         process_stk_callback(callback_id)

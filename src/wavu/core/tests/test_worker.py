@@ -68,14 +68,19 @@ def test_wavu_worker_without_the_scheduler_only_runs_jobs():
 
 
 def test_health_check_reports_no_worker_then_a_live_one_then_a_stale_one(db, client):
-    assert client.get("/healthz").json() == {"status": "ok", "database": "ok", "worker": "none"}
+    assert client.get("/healthz").json() == {
+        "status": "ok",
+        "database": "ok",
+        "worker": "none",
+        "mpesa_callbacks_needing_action": 0,
+    }
     with time_machine.travel(NOW, tick=False) as traveller:
         beat("wavu-test-1")
         assert client.get("/healthz").json()["worker"] == "ok"
         traveller.shift(dt.timedelta(minutes=3))
         response = client.get("/healthz")
     assert response.status_code == 200  # the web process is fine; the worker field says what is wrong
-    assert response.json() == {"status": "ok", "database": "ok", "worker": "stale"}
+    assert response.json() == {"status": "ok", "database": "ok", "worker": "stale", "mpesa_callbacks_needing_action": 0}
 
 
 def _sqlite_rows(path, query):
