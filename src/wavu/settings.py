@@ -60,6 +60,9 @@ INSTALLED_APPS = [
     "wavu.mpesa",
     "wavu.network",
     "wavu.hotspot",
+    # On top of the apps above and imported by none of them: they only host their commands (no models).
+    "wavu.demo",  # `wavu demo`, `wavu seed-demo`
+    "wavu.mpesa_simulator",  # `wavu mpesa-simulator`
 ]
 
 MIDDLEWARE = [

@@ -5,7 +5,7 @@ Every write to invoices and credit notes goes through this module.
 The life of an invoice: `create_draft_invoice` → lines (`add_subscription_period_line`,
 `add_addon_line`, `add_one_off_line`, or the generic `add_line`) → `issue_invoice`, which
 allocates the gap-free number, freezes totals and the buyer's details, books one journal entry
-and lets existing customer credit pay it. After that only payments (`settle`) and credit notes
+and lets existing customer credit pay it. After that only payments (`settlement.settle`) and credit notes
 (`issue_credit_note`, `void_invoice`) move it; the database refuses any other change.
 
 Conventions:
@@ -46,9 +46,11 @@ from wavu.customers.services import lock_accounts
 from wavu.ledger import accounts
 from wavu.ledger.models import JournalEntry
 from wavu.ledger.services import Line, credit, debit, post_entry
+from wavu.payments.services import apply_customer_credit, release_allocations
 from wavu.subscriptions.models import Subscription, SubscriptionAddOn
 
 from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
+from .settlement import settle
 
 INVOICE_SERIES = "INV"
 CREDIT_NOTE_SERIES = "CN"
@@ -441,8 +443,6 @@ def issue_invoice(invoice: Invoice, *, issue_date: dt.date | None = None) -> Inv
     (`EmptyInvoice`) and an issue date in the future, writing nothing. Returns the issued invoice
     (and refreshes the instance passed in).
     """
-    from wavu.payments.services import apply_customer_credit
-
     today = clock.today()
     issue_date = issue_date or today
     if issue_date > today:
@@ -731,8 +731,6 @@ def issue_credit_note(invoice: Invoice, *, reason: str, amount=None, lines=None)
         )
         excess = total - locked.outstanding
         if excess > 0:
-            from wavu.payments.services import apply_customer_credit, release_allocations
-
             release_allocations(locked, excess)
             locked.refresh_from_db(fields=["amount_paid", "amount_credited", "status"])
         settle(locked, credited_delta=total)
@@ -746,50 +744,6 @@ def issue_credit_note(invoice: Invoice, *, reason: str, amount=None, lines=None)
 def void_invoice(invoice: Invoice, reason: str) -> CreditNote:
     """Void an issued invoice by crediting everything left on it (see `issue_credit_note`)."""
     return issue_credit_note(invoice, reason=reason)
-
-
-# --- settlement -------------------------------------------------------------------------------
-
-
-def settled_status(invoice: Invoice, paid: Decimal, credited: Decimal) -> str:
-    """The status an issued invoice takes with these settlement columns (rules in `settle`); raises
-    DomainError when the move is not one of `Invoice.TRANSITIONS`. Pure: used by `settle` and by the
-    set-based payment writer (`payments.bulk`)."""
-    if credited == invoice.total and invoice.total > 0:
-        status = Invoice.Status.VOID
-    elif paid + credited == invoice.total:
-        status = Invoice.Status.PAID
-    elif paid + credited > 0:
-        status = Invoice.Status.PARTIALLY_PAID
-    else:
-        status = Invoice.Status.ISSUED
-    if status != invoice.status and status not in Invoice.TRANSITIONS[invoice.status]:  # pragma: no cover
-        raise DomainError(f"invoice {invoice}: {invoice.status} → {status} is not allowed", code="invalid_transition")
-    return status
-
-
-def settle(invoice: Invoice, *, paid_delta: Decimal = Decimal(0), credited_delta: Decimal = Decimal(0)) -> Invoice:
-    """Move an issued invoice's settlement columns and derive its status from them.
-
-    Callers (allocations, credit notes) must hold the invoice row lock (`select_for_update`) in the
-    transaction that writes the matching journal entry. Guarantees: paid and credited never go below
-    zero or above the total (a check constraint backs this up); status is PAID when nothing is
-    outstanding, VOID when the whole total has been credited, PARTIALLY_PAID when something was
-    paid or credited, else ISSUED; the move is one of `Invoice.TRANSITIONS` (or no move).
-    """
-    if invoice.status in (Invoice.Status.DRAFT, Invoice.Status.VOID):
-        raise DomainError(f"invoice {invoice} is {invoice.status}: it cannot be settled", code="invoice_not_open")
-    paid = invoice.amount_paid + Decimal(paid_delta)
-    credited = invoice.amount_credited + Decimal(credited_delta)
-    if paid < 0 or credited < 0 or paid + credited > invoice.total:
-        raise DomainError(
-            f"invoice {invoice}: paid {paid} + credited {credited} would not fit its total {invoice.total}",
-            code="settlement_out_of_range",
-        )
-    status = settled_status(invoice, paid, credited)
-    Invoice.objects.filter(pk=invoice.pk).update(amount_paid=paid, amount_credited=credited, status=status)
-    invoice.amount_paid, invoice.amount_credited, invoice.status = paid, credited, status
-    return invoice
 
 
 __all__ = [
@@ -810,6 +764,5 @@ __all__ = [
     "issue_credit_note",
     "issue_invoice",
     "period_label",
-    "settle",
     "void_invoice",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from wavu.core.tasks import task
+from wavu.core.tasks import enqueue_on_commit, task
 
 from . import dunning, prepaid, runs
 
@@ -63,3 +63,11 @@ def after_payment(customer_id: int) -> dict:
     resumed = dunning.reactivate_if_cleared(customer_id)
     purchases = prepaid.apply_credit_to_prepaid(customer_id)
     return {"resumed": [s.pk for s in resumed], "renewed": [p.subscription.pk for p in purchases]}
+
+
+def enqueue_after_payment(sender, *, customer_id: int, **kwargs) -> None:
+    """Receiver of `payments.signals.money_in` (connected in `BillingConfig.ready`): the after-payment
+    job runs once the payment's transaction commits (one job per customer and transaction), never for
+    a payment that rolls back. Payments sit below billing's automation, so they announce and billing
+    enqueues."""
+    enqueue_on_commit(after_payment, customer_id)

@@ -1,14 +1,11 @@
-"""CoA and Disconnect (RFC 5176): a live session follows its service's new RADIUS rows at once.
+"""CoA and Disconnect (RFC 5176): tell the routers of a user's live sessions what its rows say now.
 
 RADIUS rows only matter at the next login. When a service changes while its customer is online
-(suspended, reactivated, plan changed, quota used up), the router must be told:
+(suspended, reactivated, plan changed, quota used up), the router must be told. Which sessions a
+sync changed, and the job that calls this module, are in `network.sessions`; this module is the
+protocol side and imports neither the writer nor the jobs:
 
-- `queue_session_changes` is the writer's hook: `writer.drain_sync_requests` reads `live_state` of
-  its services before and after the sync; each user name whose rate, walled-garden membership or
-  reject changed and that has an open session (an open `radacct` row) gets a `change_live_session`
-  job, enqueued when the sync's transaction commits: no UDP inside it. A change a live session does
-  not depend on (a renewal moving the expiry) sends nothing.
-- `change_live_session(username)` (the job's body) reads the user's rows as they are now and sends,
+- `change_live_session(username)` (the CoA job's body) reads the user's rows as they are now and sends,
   for each open session, to the router the session is on (the `nas` row of `radacct.nasipaddress`:
   its secret and CoA port, `nas.ports`, default 3799):
   - accepted or throttled: a CoA-Request with the new `Mikrotik-Rate-Limit`;
@@ -28,14 +25,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Subquery
-
 from wavu.core import clock
-from wavu.core.tasks import enqueue_on_commit
 from wavu.subscriptions.models import Subscription
 
 from .dictionary import dictionary
@@ -62,54 +54,6 @@ class Change:
 
     kind: str  # CoaAttempt.Kind
     attributes: dict
-
-
-def live_state(subscription_ids: Iterable[int]) -> dict[str, tuple]:
-    """What a live session of each of these services depends on, from its rows now: {user name:
-    (rate limit, in the walled garden, rejected, has rows)}. Three queries."""
-    names = Subscription.objects.filter(pk__in=list(subscription_ids)).values("username")
-    garden = radius_policy().walled_garden_group
-    rates = dict(
-        RadReply.objects.filter(username__in=Subquery(names), attribute="Mikrotik-Rate-Limit")
-        .values_list("username", "value")
-    )  # fmt: skip
-    checks = defaultdict(dict)
-    for username, attribute, value in RadCheck.objects.filter(username__in=Subquery(names)).values_list(
-        "username", "attribute", "value"
-    ):
-        checks[username][attribute] = value
-    in_garden = set(
-        RadUserGroup.objects.filter(username__in=Subquery(names), groupname=garden).values_list("username", flat=True)
-    )
-    users = set(rates) | set(checks) | in_garden
-    return {
-        name: (
-            rates.get(name),
-            name in in_garden,
-            checks[name].get("Auth-Type", "").lower() == "reject",
-            bool(checks.get(name)),
-        )  # fmt: skip
-        for name in users
-    }
-
-
-def queue_session_changes(before: dict[str, tuple], after: dict[str, tuple]) -> list[str]:
-    """The writer's hook, with `live_state` before and after a sync: every user name whose state
-    changed (rate, walled garden, reject, rows gone) and that has an open session gets a
-    `change_live_session` job, enqueued on commit. Returns those user names (one query; none
-    when nothing a session depends on changed, e.g. a renewal that only moved the expiry)."""
-    from . import tasks
-
-    names = sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
-    if not names:
-        return []
-    online = sorted(
-        set(RadAcct.objects.filter(username__in=names, acctstoptime__isnull=True).values_list("username", flat=True))
-    )
-    for name in online:
-        was_in_garden = bool(before.get(name) and before[name][1])
-        enqueue_on_commit(tasks.change_live_session, name, left_garden=was_in_garden)
-    return online
 
 
 def desired_change(username: str, *, left_garden: bool = False) -> Change:

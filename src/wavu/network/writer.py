@@ -13,7 +13,8 @@
 
 Concurrency: a sync locks the services' `RadiusAccount` rows (created on first sync) before it
 reads them, in primary-key order, so two syncs of one service queue and the later one writes from
-the newer state. Jobs call these after commit (`network.tasks`); nothing here talks to a router.
+the newer state. Jobs call these after commit (`network.tasks`); nothing here talks to a router: the
+drain queues the CoA job of live sessions a sync changed (`network.sessions`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .models import (
 )
 from .projection import GARDEN, Attr, DesiredRows, GroupMembership, RadiusPolicy, absent, project, walled_garden_group
 from .selectors import radius_policy, service_snapshots
+from .sessions import live_state, queue_session_changes
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +157,6 @@ def drain_sync_requests(*, limit: int = 500) -> int:
         if not ids:
             return 0
         RadiusSyncRequest.objects.filter(pk__in=ids).delete()
-        from .coa import live_state, queue_session_changes
-
         before = live_state(ids)
         sync_subscriptions(ids)
         # Live sessions of services whose rate, walled garden or reject changed get a CoA / Disconnect job.

@@ -29,7 +29,7 @@ from django.db import transaction
 
 from wavu.billing.models import Invoice
 from wavu.billing.selectors import OPEN_STATUSES
-from wavu.billing.services import settled_status
+from wavu.billing.settlement import settled_status
 from wavu.core import audit, clock
 from wavu.core.db import insert_new_rows, insert_rows, update_rows
 from wavu.core.models import AuditEvent

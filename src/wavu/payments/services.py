@@ -37,7 +37,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from wavu.billing import selectors as billing_selectors
-from wavu.billing import services as billing_services
+from wavu.billing import settlement
 from wavu.billing.models import Invoice
 from wavu.core import audit, clock
 from wavu.core.errors import DomainError, NotAllowed
@@ -51,6 +51,7 @@ from wavu.ledger.models import JournalEntry
 
 from . import selectors
 from .models import MANUAL_METHODS, Allocation, Method, Payment, Refund
+from .signals import money_in
 
 SUPPORTED_CURRENCIES = ("KES",)
 MAX_AMOUNT = Decimal("100000000.00")  # KES 100 million: larger is a typing mistake, not a payment
@@ -223,7 +224,7 @@ def _write_allocation(payment: Payment, invoice: Invoice, amount: Decimal, *, re
         ),
         currency=payment.currency,
     )
-    billing_services.settle(invoice, paid_delta=amount)
+    settlement.settle(invoice, paid_delta=amount)
     payment.amount_allocated += amount
     Payment.objects.filter(pk=payment.pk).update(amount_allocated=payment.amount_allocated)
     return allocation
@@ -364,14 +365,12 @@ def payment_memo(payment: Payment) -> str:
 
 
 def _after_money_in(customer_id: int | None) -> None:
-    """Once the payment commits, a job reconnects what it cleared and extends prepaid services
-    (`billing.tasks.after_payment`); never for a payment that rolls back."""
+    """Announce money in for the customer (`signals.money_in`): billing's receiver enqueues its
+    after-payment job (reconnect what the payment cleared, extend prepaid services) for when the
+    payment commits; never for a payment that rolls back."""
     if customer_id is None:
         return
-    from wavu.billing.tasks import after_payment
-    from wavu.core.tasks import enqueue_on_commit
-
-    enqueue_on_commit(after_payment, customer_id)
+    money_in.send(sender=Payment, customer_id=customer_id)
 
 
 def _check_same_receipt(existing: Payment, cleaned: dict, customer_id: int | None) -> None:

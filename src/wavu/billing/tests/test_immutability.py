@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 from django.db import IntegrityError, transaction
 
-from wavu.billing import services
+from wavu.billing import services, settlement
 from wavu.billing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from wavu.core.tax import TaxClass
 
@@ -99,7 +99,7 @@ def test_the_services_refuse_to_touch_an_issued_invoice(issued):
 def test_settlement_still_moves_on_an_issued_invoice(issued):
     # paid/credited and the status derived from them are the only columns that move
     with transaction.atomic():
-        services.settle(Invoice.objects.select_for_update().get(pk=issued.pk), paid_delta=Decimal("999.00"))
+        settlement.settle(Invoice.objects.select_for_update().get(pk=issued.pk), paid_delta=Decimal("999.00"))
     fresh = Invoice.objects.get(pk=issued.pk)
     assert fresh.status == Invoice.Status.PARTIALLY_PAID and fresh.amount_paid == Decimal("999.00")
 

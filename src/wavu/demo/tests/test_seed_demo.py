@@ -19,10 +19,10 @@ from wavu.billing.models import CreditNote, Invoice
 from wavu.catalog.models import AddOn, Plan
 from wavu.catalog.selectors import addon_price, plan_price
 from wavu.core import clock
-from wavu.core.management.commands.demo import DEMO_PASSWORD, DEMO_USERNAME
-from wavu.core.management.commands.demo import Command as DemoCommand
 from wavu.core.models import AuditEvent
 from wavu.customers.models import Customer
+from wavu.demo.management.commands.demo import DEMO_PASSWORD, DEMO_USERNAME
+from wavu.demo.management.commands.demo import Command as DemoCommand
 from wavu.demo.processes import ChildProcess, Supervisor
 from wavu.demo.seed import demo_digest, seed_demo
 from wavu.ledger import selectors as ledger_selectors

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class DemoConfig(AppConfig):
+    """Hosts `wavu demo` and `wavu seed-demo`; no models."""
+
+    name = "wavu.demo"
+    label = "demo"
+    verbose_name = "Demo"
