@@ -43,6 +43,8 @@ from wavu.payments.services import clean_amount
 
 # M-Pesa states its times in Kenyan time, whatever the ISP's TIME_ZONE.
 MPESA_TIME_ZONE = zoneinfo.ZoneInfo("Africa/Nairobi")
+# An M-Pesa receipt number (TransID, MpesaReceiptNumber): letters and digits, as Daraja writes them.
+RECEIPT_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,59}$")
 EARLIEST_TIME = dt.datetime(2007, 1, 1, tzinfo=MPESA_TIME_ZONE)  # M-Pesa launched in March 2007
 FUTURE_LIMIT = dt.timedelta(days=1)  # a Daraja time later than this after now is refused
 

@@ -44,7 +44,8 @@ from wavu.core.models import AuditEvent
 from wavu.payments.models import Method, Payment
 from wavu.payments.services import DuplicateReferenceMismatch, record_payment
 
-from . import selectors, services
+from . import selectors
+from .callbacks import mark_failed
 from .models import InboundCallback, PaymentChannel
 from .payloads import (
     MPESA_TIME_ZONE,
@@ -718,7 +719,7 @@ def apply_status_result(callback_id: int) -> InboundCallback | None:
             return _apply_status_result(callback)
     except Exception as exc:  # noqa: BLE001 - the failure is recorded on the callback and retried
         logger.exception("Transaction Status result %s could not be processed", callback_id)
-        return services._mark_failed(callback_id, exc)
+        return mark_failed(callback_id, exc)
 
 
 def _apply_status_result(callback: InboundCallback) -> InboundCallback:

@@ -57,7 +57,8 @@ from wavu.payments import selectors as payment_selectors
 from wavu.payments import services as payments
 from wavu.payments.models import Method, Payment
 
-from . import channels, daraja, payloads, services
+from . import channels, daraja, payloads
+from .callbacks import REFUND_KINDS, mark_failed
 from .models import InboundCallback, PaymentChannel, RefundRequest, StkRequest
 
 logger = logging.getLogger("wavu.mpesa")
@@ -627,21 +628,21 @@ def _code_text(value) -> str:
 def parse_refund_result(body: bytes | str) -> RefundResult:
     """Read a B2C or Reversal `Result` (also the QueueTimeOut body). ResultCode may be a number or a
     string; ResultParameters may be missing, an object or an array; keys are read by name, a key
-    without a Value is kept as None. Raises services.BadCallback when there is no Result object or no
+    without a Value is kept as None. Raises payloads.BadCallback when there is no Result object or no
     ConversationID / OriginatorConversationID to match it by, when a success's amount is given but is no
     amount as Daraja writes one (`payloads.daraja_amount`: "１００" or 1E+2 is not read as 100), or when
     the body holds text PostgreSQL cannot store (NUL: the parameters are kept in a JSON column)."""
-    data = services.load_json_object(body)
-    services.require_storable(data)
+    data = payloads.load_json_object(body)
+    payloads.require_storable(data)
     result = data.get("Result")
     if not isinstance(result, dict):
-        raise services.BadCallback("no_result", "the body has no Result object")
+        raise payloads.BadCallback("no_result", "the body has no Result object")
     ids = {}
     for name in ("OriginatorConversationID", "ConversationID", "TransactionID"):
         value = result.get(name)
         ids[name] = value.strip()[:64] if isinstance(value, str) else ("" if value is None else str(value)[:64])
     if not ids["OriginatorConversationID"] and not ids["ConversationID"]:
-        raise services.BadCallback("missing_field", "the Result names no ConversationID or OriginatorConversationID")
+        raise payloads.BadCallback("missing_field", "the Result names no ConversationID or OriginatorConversationID")
     params = {}
     for item in _items(result.get("ResultParameters")):
         if "Key" in item:
@@ -658,7 +659,7 @@ def parse_refund_result(body: bytes | str) -> RefundResult:
         try:
             parsed.amount  # noqa: B018 - checked here, so a bad amount is refused, never read as "not given"
         except ValidationError as exc:
-            raise services.BadCallback("bad_amount", "; ".join(exc.messages), exc.message_dict) from None
+            raise payloads.BadCallback("bad_amount", "; ".join(exc.messages), exc.message_dict) from None
     return parsed
 
 
@@ -718,16 +719,12 @@ def apply_refund_result(callback_id: int) -> InboundCallback | None:
     try:
         with transaction.atomic():
             callback = InboundCallback.objects.select_for_update().filter(pk=callback_id).first()
-            if (
-                callback is None
-                or callback.kind not in services.REFUND_KINDS
-                or callback.status not in (CB.RECEIVED, CB.FAILED)
-            ):
+            if callback is None or callback.kind not in REFUND_KINDS or callback.status not in (CB.RECEIVED, CB.FAILED):
                 return callback
             return _apply(callback)
     except Exception as exc:  # noqa: BLE001 - recorded on the callback, retried by services.retry_callbacks
         logger.exception("M-Pesa refund callback %s could not be processed", callback_id)
-        return services._mark_failed(callback_id, exc)
+        return mark_failed(callback_id, exc)
 
 
 def _apply(callback: InboundCallback) -> InboundCallback:
@@ -737,8 +734,8 @@ def _apply(callback: InboundCallback) -> InboundCallback:
     try:
         result = parse_refund_result(callback.body)
         if not timeout and not result.result_code:
-            raise services.BadCallback("missing_field", "the Result has no ResultCode")
-    except services.BadCallback as exc:
+            raise payloads.BadCallback("missing_field", "the Result has no ResultCode")
+    except payloads.BadCallback as exc:
         return _done(callback, CB.REJECTED, exc.message)
     callback.reference = (result.receipt or result.conversation_id or result.originator_conversation_id)[:60]
     request = _find_request(kind, result)

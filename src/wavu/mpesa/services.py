@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -37,10 +36,12 @@ from wavu.core.models import AuditEvent
 from wavu.core.tasks import enqueue_on_commit
 from wavu.payments.services import FUTURE_TOLERANCE
 
-from . import selectors
+from . import reconciliation, refunds, selectors, stk
+from .callbacks import REFUND_KINDS, mark_failed
 from .models import InboundCallback, PaymentChannel
 from .payloads import (  # noqa: F401 (MPESA_TIME_ZONE: re-exported)
     MPESA_TIME_ZONE,
+    RECEIPT_NUMBER,
     BadCallback,
     clean_name,
     daraja_amount,
@@ -66,8 +67,6 @@ ACCEPTED = {"ResultCode": "0", "ResultDesc": "Accepted"}  # C2B validation: stri
 REJECT_UNKNOWN_ACCOUNT = {"ResultCode": "C2B00012", "ResultDesc": "Rejected"}
 CONFIRMATION_ACK = {"ResultCode": 0, "ResultDesc": "Success"}
 CALLBACK_ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}  # STK, Transaction Status, B2C and Reversal
-# B2C and Reversal results and timeouts: processed by `refunds.apply_refund_result`.
-REFUND_KINDS = (Kind.B2C_RESULT, Kind.B2C_TIMEOUT, Kind.REVERSAL_RESULT, Kind.REVERSAL_TIMEOUT)
 
 
 # --- request and answer --------------------------------------------------------------------------
@@ -126,9 +125,6 @@ class C2BNotice:
     transaction_type: str
 
 
-_TRANS_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,59}$")
-
-
 def _text(data: dict, errors: dict, name: str, *, max_length: int, required: bool = False, person=False) -> str:
     """Field `name` as text. A person's name loses its control characters (`payloads.clean_name`);
     any other field holding one (NUL, escape, a lone surrogate …) is an error: Daraja sends none, and
@@ -166,7 +162,7 @@ def parse_c2b(body: bytes | str, *, confirmation: bool = True) -> C2BNotice:
     data = load_json_object(body)
     errors: dict = {}
     trans_id = _text(data, errors, "TransID", max_length=60, required=confirmation)
-    if trans_id and "TransID" not in errors and not _TRANS_ID_RE.match(trans_id):
+    if trans_id and "TransID" not in errors and not RECEIPT_NUMBER.match(trans_id):
         errors["TransID"] = ["TransID must be letters and digits"]
     amount = None
     try:
@@ -343,17 +339,11 @@ def process_callback(callback_id: int) -> InboundCallback | None:
     if kind == Kind.C2B_CONFIRMATION:
         return process_c2b_confirmation(callback_id)
     if kind == Kind.STK_CALLBACK:
-        from .stk import process_stk_callback
-
-        return process_stk_callback(callback_id)
+        return stk.process_stk_callback(callback_id)
     if kind == Kind.STATUS_RESULT:
-        from .reconciliation import apply_status_result
-
-        return apply_status_result(callback_id)
+        return reconciliation.apply_status_result(callback_id)
     if kind in REFUND_KINDS:
-        from .refunds import apply_refund_result
-
-        return apply_refund_result(callback_id)
+        return refunds.apply_refund_result(callback_id)
     return InboundCallback.objects.filter(pk=callback_id).first()
 
 
@@ -430,7 +420,7 @@ def process_confirmations(*, limit: int = DRAIN_BATCH, ids: list[int] | None = N
         if not target:
             raise
         logger.exception("C2B confirmation %s could not be processed", target[0])
-        _mark_failed(target[0], exc)
+        mark_failed(target[0], exc)
         return 1
 
 
@@ -520,29 +510,6 @@ def _confirmation_notes(callback: InboundCallback, notice: C2BNotice) -> list[st
     if notice.shortcode and notice.shortcode not in (channel.shortcode, channel.till_number):
         notes.append(f"BusinessShortCode {notice.shortcode} is not this channel's")
     return notes
-
-
-def _finish(callback: InboundCallback, status: str, outcome: str, payment=None) -> InboundCallback:
-    """Record how processing ended on a locked callback (its `attempts` already counted)."""
-    callback.status = status
-    callback.outcome = storable(outcome)[:300]
-    callback.payment = payment
-    callback.processed_at = clock.now()
-    callback.save(update_fields=["status", "outcome", "payment", "processed_at", "attempts"])
-    return callback
-
-
-def _mark_failed(callback_id: int, exc: BaseException) -> InboundCallback | None:
-    with transaction.atomic():
-        callback = InboundCallback.objects.select_for_update().filter(pk=callback_id).first()
-        if callback is None or callback.status not in (Status.RECEIVED, Status.FAILED):
-            return callback
-        callback.status = Status.FAILED
-        callback.attempts += 1
-        callback.last_error = storable(f"{type(exc).__name__}: {exc}")[:2000]
-        callback.outcome = f"processing failed (attempt {callback.attempts}); will be retried"
-        callback.save(update_fields=["status", "attempts", "last_error", "outcome"])
-    return callback
 
 
 def process_again(callback_ids) -> list[InboundCallback]:

@@ -63,7 +63,8 @@ from wavu.ledger.selectors import customer_credit
 from wavu.payments.services import FUTURE_TOLERANCE, DuplicateReferenceMismatch, record_payment
 from wavu.subscriptions.models import Subscription
 
-from . import channels, daraja, payloads, services
+from . import channels, daraja, payloads
+from .callbacks import finish, mark_failed
 from .models import InboundCallback, PaymentChannel, StkRequest
 
 logger = logging.getLogger("wavu.mpesa")
@@ -410,15 +411,15 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
     TransactionDate is a number yyyyMMddHHmmss (Nairobi time, a plausible date: `payloads.daraja_time`);
     PhoneNumber a number. ResultCode 0 without MpesaReceiptNumber or Amount, or with a TransactionDate
     that is no plausible date, is malformed, as is text PostgreSQL cannot store (NUL) anywhere.
-    Raises `services.BadCallback`."""
-    data = services.load_json_object(body)
+    Raises `payloads.BadCallback`."""
+    data = payloads.load_json_object(body)
     payloads.require_storable(data)
     stk = (data.get("Body") or {}).get("stkCallback") if isinstance(data.get("Body"), dict) else None
     if not isinstance(stk, dict):
-        raise services.BadCallback("not_stk_callback", "the body has no Body.stkCallback object")
+        raise payloads.BadCallback("not_stk_callback", "the body has no Body.stkCallback object")
     checkout = stk.get("CheckoutRequestID")
     if not isinstance(checkout, str) or not checkout.strip():
-        raise services.BadCallback(
+        raise payloads.BadCallback(
             "missing_field", "CheckoutRequestID is required", {"CheckoutRequestID": ["required"]}
         )
     raw_code = stk.get("ResultCode")
@@ -431,7 +432,7 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
         if isinstance(raw_code, str) and raw_code.strip():
             code = raw_code.strip()  # e.g. SFC_IC0003; any code but "0" is no success
         else:
-            raise services.BadCallback(
+            raise payloads.BadCallback(
                 "missing_field", "ResultCode is required", {"ResultCode": ["required"]}
             ) from None
     result = {
@@ -444,7 +445,7 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
         return StkResult(**result)
     items = ((stk.get("CallbackMetadata") or {}).get("Item")) if isinstance(stk.get("CallbackMetadata"), dict) else None
     if not isinstance(items, list):
-        raise services.BadCallback("missing_field", "a successful callback needs CallbackMetadata.Item")
+        raise payloads.BadCallback("missing_field", "a successful callback needs CallbackMetadata.Item")
     values = {}
     for item in items:
         if isinstance(item, dict) and isinstance(item.get("Name"), str):
@@ -456,7 +457,7 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
     except ValidationError as exc:
         errors.update(exc.message_dict)
     receipt = values.get("MpesaReceiptNumber")
-    if not isinstance(receipt, str) or not services._TRANS_ID_RE.match(receipt.strip()):
+    if not isinstance(receipt, str) or not payloads.RECEIPT_NUMBER.match(receipt.strip()):
         errors["MpesaReceiptNumber"] = ["MpesaReceiptNumber is required for a successful payment"]
     when = None
     if values.get("TransactionDate") not in (None, ""):
@@ -468,7 +469,7 @@ def parse_stk_callback(body: bytes | str) -> StkResult:
     if values.get("PhoneNumber") not in (None, ""):
         phone = str(values["PhoneNumber"]).strip()[:64]
     if errors:
-        raise services.BadCallback("bad_metadata", "the callback metadata is incomplete: " + ", ".join(errors), errors)
+        raise payloads.BadCallback("bad_metadata", "the callback metadata is incomplete: " + ", ".join(errors), errors)
     return StkResult(
         **result,
         amount=amount,
@@ -605,7 +606,7 @@ def process_stk_callback(callback_id: int) -> InboundCallback | None:
             return _apply_callback(callback)
     except Exception as exc:  # noqa: BLE001 - recorded on the callback and retried by the janitor
         logger.exception("STK callback %s could not be processed", callback_id)
-        return services._mark_failed(callback_id, exc)
+        return mark_failed(callback_id, exc)
 
 
 def _apply_callback(callback: InboundCallback) -> InboundCallback:
@@ -613,14 +614,14 @@ def _apply_callback(callback: InboundCallback) -> InboundCallback:
     callback.attempts += 1
     try:
         result = parse_stk_callback(callback.body)
-    except services.BadCallback as exc:
-        return services._finish(callback, CB.REJECTED, exc.message)
+    except payloads.BadCallback as exc:
+        return finish(callback, CB.REJECTED, exc.message)
     callback.reference = (result.receipt or result.checkout_request_id)[:60]
     callback.save(update_fields=["reference"])
     request = _adopt(callback.channel_id, result)
     if request is None:
         if result.result_code != "0":
-            return services._finish(callback, CB.PROCESSED, f"no STK request {result.checkout_request_id}; ignored")
+            return finish(callback, CB.PROCESSED, f"no STK request {result.checkout_request_id}; ignored")
         try:
             payment, created = record_payment(
                 method="mpesa",
@@ -633,11 +634,11 @@ def _apply_callback(callback: InboundCallback) -> InboundCallback:
                 notes=f"STK callback {result.checkout_request_id} matched no request",
             )
         except DuplicateReferenceMismatch as exc:
-            return services._finish(callback, CB.MISMATCH, exc.message)
+            return finish(callback, CB.MISMATCH, exc.message)
         except ValidationError as exc:
-            return services._finish(callback, CB.REJECTED, "; ".join(exc.messages))
+            return finish(callback, CB.REJECTED, "; ".join(exc.messages))
         status = CB.PROCESSED if created else CB.DUPLICATE
-        return services._finish(callback, status, f"no STK request {result.checkout_request_id}: in suspense", payment)
+        return finish(callback, status, f"no STK request {result.checkout_request_id}: in suspense", payment)
     if result.result_code == "0" and result.amount != request.amount:
         return _hold_other_amount(callback, request, result)
     try:
@@ -652,11 +653,11 @@ def _apply_callback(callback: InboundCallback) -> InboundCallback:
             phone=result.phone,
         )
     except DuplicateReferenceMismatch as exc:
-        return services._finish(callback, CB.MISMATCH, exc.message)
+        return finish(callback, CB.MISMATCH, exc.message)
     except ValidationError as exc:
-        return services._finish(callback, CB.REJECTED, "; ".join(exc.messages))
+        return finish(callback, CB.REJECTED, "; ".join(exc.messages))
     status = CB.PROCESSED if settled.changed else CB.DUPLICATE
-    return services._finish(callback, status, f"STK request {request.pk}: {settled.note}", settled.payment)
+    return finish(callback, status, f"STK request {request.pk}: {settled.note}", settled.payment)
 
 
 def _hold_other_amount(callback: InboundCallback, request: StkRequest, result: StkResult) -> InboundCallback:
@@ -679,7 +680,7 @@ def _hold_other_amount(callback: InboundCallback, request: StkRequest, result: S
             request.save(update_fields=["receipt"])
             audit.record(request, AuditEvent.Action.UPDATE, before=before, verb="stk receipt added")
         outcome = f"{note}; the request was already paid (payment {request.payment_id}): check by hand"
-        return services._finish(callback, CB.MISMATCH, outcome, request.payment)
+        return finish(callback, CB.MISMATCH, outcome, request.payment)
     try:
         payment, created = record_payment(
             method="mpesa",
@@ -692,11 +693,11 @@ def _hold_other_amount(callback: InboundCallback, request: StkRequest, result: S
             notes=f"STK request {request.pk} asked KES {request.amount}; M-Pesa reports KES {result.amount}",
         )
     except DuplicateReferenceMismatch as exc:
-        return services._finish(callback, CB.MISMATCH, exc.message)
+        return finish(callback, CB.MISMATCH, exc.message)
     except ValidationError as exc:
-        return services._finish(callback, CB.REJECTED, "; ".join(exc.messages))
+        return finish(callback, CB.REJECTED, "; ".join(exc.messages))
     if not created:
-        return services._finish(callback, CB.DUPLICATE, f"already held in suspense: payment {payment.pk}", payment)
+        return finish(callback, CB.DUPLICATE, f"already held in suspense: payment {payment.pk}", payment)
     if request.status in OPEN:
         before = audit.snapshot(request)
         request.status, request.result_code = Status.FAILED, str(result.result_code)[:20]
@@ -709,7 +710,7 @@ def _hold_other_amount(callback: InboundCallback, request: StkRequest, result: S
         request.save()
         audit.record(request, AuditEvent.Action.UPDATE, before=before, verb="stk amount differs (callback)")
     outcome = f"{note}; held in suspense as payment {payment.pk} for staff to match or refund"
-    return services._finish(callback, CB.MISMATCH, outcome, payment)
+    return finish(callback, CB.MISMATCH, outcome, payment)
 
 
 # --- the janitor -------------------------------------------------------------------------------------------

@@ -86,12 +86,6 @@ LAYERS: list[tuple[str, list[str]]] = [
 # here fails the test; an entry that no longer is a cycle fails it too, so the list only shrinks.
 KNOWN_CYCLES: list[tuple[frozenset[str], str]] = [
     (
-        # mpesa/stk.py, refunds.py and reconciliation.py use private helpers of mpesa/services.py
-        # (`_mark_failed`, `_finish`, `_TRANS_ID_RE`), and services.py dispatches results to them.
-        frozenset({"wavu.mpesa.services", "wavu.mpesa.stk", "wavu.mpesa.refunds", "wavu.mpesa.reconciliation"}),
-        "issue 10 item 8, mpesa part: remove after the rewrite of mpesa/services.py is merged",
-    ),
-    (
         # tax.py reads `TaxRate` rows (imported inside rates_for and RateBook), and models.py takes the
         # choices of `TaxRate` from tax.py. Found by this test; not in issue 10's list.
         frozenset({"wavu.core.tax", "wavu.core.models"}),

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 from wavu.ledger.models import JournalEntry
 from wavu.ledger.selectors import customer_credit, trial_balance
 from wavu.mpesa import channels, refunds, services
+from wavu.mpesa.callbacks import REFUND_KINDS
 from wavu.mpesa.models import InboundCallback, RefundRequest
 from wavu.mpesa.tests.test_refunds import (
     FakeRefundDaraja,
@@ -240,7 +241,7 @@ def sim_channels(server):
 def settle(request_id: int, *, results: int = 1, timeout: float = 30.0) -> RefundRequest:
     """Wait for `results` callbacks of the request's kind to reach the live server, then process what is
     stored as the worker would."""
-    kinds = services.REFUND_KINDS
+    kinds = REFUND_KINDS
     deadline = time.monotonic() + timeout
     while InboundCallback.objects.filter(kind__in=kinds).count() < results and time.monotonic() < deadline:
         time.sleep(0.05)
