@@ -618,10 +618,12 @@ def _items(value) -> list[dict]:
 
 
 def _code_text(value) -> str:
+    """A ResultCode as text, as Daraja wrote it: 0 or "0" is "0" (success); 0.0 or 0E+0 stays "0.0" /
+    "0E+0", which is no success (Daraja writes integers; nothing else is read as one)."""
     if value is None or isinstance(value, bool):
         return ""
-    if isinstance(value, Decimal) and value == value.to_integral_value():
-        return str(int(value))
+    if isinstance(value, payloads.JsonNumber):
+        return value.text[:20]
     return str(value).strip()[:20]
 
 

@@ -758,6 +758,19 @@ def test_a_success_without_a_receipt_or_a_result_code_is_rejected(fake, paybill,
     assert request.status == "pending"
 
 
+def test_a_result_code_written_as_a_fraction_or_exponent_is_no_success(fake, paybill, b2c, wanjiku):
+    """Daraja writes ResultCode 0 as an integer: 0.0 or 0E+0 is not read as success, so no refund is booked."""
+    for n, code in enumerate(("0.0", "0E+0")):
+        mpesa_payment(wanjiku, "1500.00", f"SLR7PAY00{n}", paybill)
+        request = refund(wanjiku, fake, amount=1500)
+        body = b2c_result(request).replace('"ResultCode": 0,', f'"ResultCode": {code},')
+        assert f'"ResultCode": {code},' in body
+
+        deliver(b2c, "b2c-result", body)
+        request.refresh_from_db()
+        assert (request.status, request.result_code) == ("failed", code)
+
+
 def test_a_result_for_another_kind_of_request_is_rejected(fake, paybill, b2c, wanjiku):
     payment = mpesa_payment(wanjiku, "1500.00", "SLR7PAY001", paybill)
     request = reverse(payment, fake)
