@@ -13,7 +13,7 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.response import Response
 
-from wavu.core.api import AuditedViewMixin
+from wavu.core.api import AuditedViewMixin, IdFilter, IsoDateTimeFilter
 
 from . import selectors
 from .models import Account, JournalEntry, Posting
@@ -74,11 +74,11 @@ class AccountViewSet(AuditedViewMixin, viewsets.ReadOnlyModelViewSet):
 
 
 class JournalEntryFilter(django_filters.FilterSet):
-    posted_after = django_filters.IsoDateTimeFilter(field_name="posted_at", lookup_expr="gte")
-    posted_before = django_filters.IsoDateTimeFilter(field_name="posted_at", lookup_expr="lt")
+    posted_after = IsoDateTimeFilter(field_name="posted_at", lookup_expr="gte")
+    posted_before = IsoDateTimeFilter(field_name="posted_at", lookup_expr="lt")
     posted_on_or_after = django_filters.DateFilter(field_name="posted_at", lookup_expr="date__gte")
     posted_on_or_before = django_filters.DateFilter(field_name="posted_at", lookup_expr="date__lte")
-    customer = django_filters.NumberFilter(method="filter_customer", help_text="entries touching this customer")
+    customer = IdFilter(method="filter_customer", help_text="entries touching this customer")
     account = django_filters.CharFilter(method="filter_account", help_text="entries posting to this account code")
 
     class Meta:
