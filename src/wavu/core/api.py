@@ -16,6 +16,7 @@ from django.db import IntegrityError
 from django.http import Http404
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -49,6 +50,23 @@ def _flatten(detail) -> dict:
 
 
 def error_handler(exc, context):
+    response = _error_response(exc, context)
+    if response is not None:
+        _answer_errors_in_json(context.get("request"))
+    return response
+
+
+def _answer_errors_in_json(request) -> None:
+    """An error is JSON even from an action that answers a PDF, a CSV file or an HTML page."""
+    if request is None:
+        return
+    renderer = getattr(request, "accepted_renderer", None)  # None: content negotiation failed
+    if getattr(renderer, "format", None) not in ("json", "api"):
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = JSONRenderer.media_type
+
+
+def _error_response(exc, context):
     if isinstance(exc, DomainError):
         return _error(exc.code, exc.message, exc.fields, exc.status)
     if isinstance(exc, InvalidAmount):

@@ -194,7 +194,7 @@ def test_every_date_time_input_of_the_api_checks_its_utc_offset():
     )
 
 
-# --- ids -----------------------------------------------------------------------------------------
+# --- ids, unknown addresses, errors of actions that answer files -----------------------------------
 
 
 def test_an_id_filter_takes_whole_numbers_only(api):
@@ -203,3 +203,29 @@ def test_an_id_filter_takes_whole_numbers_only(api):
         assert response.status_code == 400, (value, response.status_code)
         assert "customer" in response.json()["error"]["fields"]
     assert api.get("/api/v1/payment-promises/", {"customer": "7"}).status_code == 200
+
+
+def test_an_address_nothing_answers_under_the_api_is_a_404_in_the_error_format(api):
+    for url in ["/api/v1/customers/0.5/", "/api/v1/no-such-thing/", "/api/v1/invoices/1/pdf/extra/"]:
+        response = api.get(url)
+        assert response.status_code == 404, url
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/invoices/999999/pdf/",
+        "/api/v1/invoices/999999/pdf/?format=pdf",
+        "/api/v1/credit-notes/999999/pdf/?format=pdf",
+        "/api/v1/voucher-batches/999999/print/",
+        "/api/v1/voucher-batches/999999/export/",
+        "/api/v1/voucher-batches/999999/export/?format=nonsense",
+    ],
+)
+def test_errors_of_actions_that_answer_files_are_json(api, url):
+    response = api.get(url)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "not_found"
