@@ -9,7 +9,7 @@ from decimal import Decimal
 import django_filters
 from django.db.models import Prefetch, Sum
 from django.db.models.functions import Coalesce
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.response import Response
 
@@ -119,6 +119,7 @@ _TrialBalanceRow = inline_serializer(
 )
 
 
+@extend_schema_serializer(many=False)  # the list action answers one trial balance, not a list
 class TrialBalanceSerializer(serializers.Serializer):
     rows = serializers.ListField(child=_TrialBalanceRow)
     debit = serializers.DecimalField(**MONEY)

@@ -63,7 +63,9 @@ class RefundSerializer(serializers.ModelSerializer):
 
 
 class PaymentSerializer(serializers.ModelSerializer):
-    customer_account_number = serializers.CharField(source="customer.account_number", read_only=True, default=None)
+    customer_account_number = serializers.CharField(
+        source="customer.account_number", read_only=True, default=None, allow_null=True
+    )
     unallocated = serializers.DecimalField(**MONEY, read_only=True, help_text="money not applied nor refunded")
     allocations = AllocationSerializer(many=True, read_only=True)
     refunds = RefundSerializer(many=True, read_only=True)

@@ -18,7 +18,7 @@ cursor (`after`), filtered by `kind`, `subscription`, `customer` and `since`.
 import re
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -75,6 +75,7 @@ class LifecycleEventStreamSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_serializer(many=False)  # the list action answers one page object, not a list
 class LifecycleEventPageSerializer(serializers.Serializer):
     results = LifecycleEventStreamSerializer(many=True)
     next_after = serializers.IntegerField(help_text="pass as `after` to read on (the last id returned)")
