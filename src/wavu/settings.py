@@ -67,6 +67,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "wavu.core.middleware.RefuseNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -140,7 +141,7 @@ REST_FRAMEWORK = {
         "rest_framework.filters.SearchFilter",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "wavu.core.schema.WavuAutoSchema",
     "EXCEPTION_HANDLER": "wavu.core.api.error_handler",
     "COERCE_DECIMAL_TO_STRING": True,
 }
@@ -150,6 +151,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Billing and subscriber management for Kenyan ISPs. Amounts are decimal strings in KES.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The API speaks JSON: document JSON request bodies only (form posts still parse, for the browsable API).
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
     # One stable name per choice set, so generated clients get readable enum types.
     "ENUM_NAME_OVERRIDES": {
         "CustomerKindEnum": "wavu.customers.models.Customer.Kind",

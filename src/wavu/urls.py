@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.db import connection
 from django.http import JsonResponse
 from django.urls import include, path
+from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -60,6 +61,15 @@ def healthz(request):
         {"status": "ok", "database": "ok", "worker": worker, "mpesa_callbacks_needing_action": needing_action}
     )
 
+
+def not_found(request, exception):
+    """404 for an address nothing answers: in the API's error format under /api/, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"code": "not_found", "message": "Not found.", "fields": {}}}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+handler404 = not_found
 
 admin.site.site_header = "Wavu administration"
 admin.site.site_title = "Wavu"

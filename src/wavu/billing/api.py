@@ -28,7 +28,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from wavu.core import clock
-from wavu.core.api import AuditedViewMixin
+from wavu.core.api import AuditedViewMixin, IdFilter
 from wavu.core.tax import TaxClass
 from wavu.customers.models import Customer
 from wavu.subscriptions.models import Subscription, SubscriptionAddOn
@@ -544,8 +544,8 @@ class BillingRunFilter(django_filters.FilterSet):
 
 
 class DunningNoticeFilter(django_filters.FilterSet):
-    customer = django_filters.NumberFilter(field_name="invoice__customer")
-    subscription = django_filters.NumberFilter(field_name="invoice__subscription")
+    customer = IdFilter(field_name="invoice__customer")
+    subscription = IdFilter(field_name="invoice__subscription")
     created_from = django_filters.DateFilter(field_name="created_at", lookup_expr="date__gte")
     created_to = django_filters.DateFilter(field_name="created_at", lookup_expr="date__lte")
 
@@ -555,7 +555,7 @@ class DunningNoticeFilter(django_filters.FilterSet):
 
 
 class PaymentPromiseFilter(django_filters.FilterSet):
-    customer = django_filters.NumberFilter(field_name="subscription__customer")
+    customer = IdFilter(field_name="subscription__customer")
     active = django_filters.BooleanFilter(method="filter_active", help_text="holds suspension off today")
     granted_from = django_filters.DateFilter(field_name="created_at", lookup_expr="date__gte")
     granted_to = django_filters.DateFilter(field_name="created_at", lookup_expr="date__lte")

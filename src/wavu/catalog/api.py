@@ -12,7 +12,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from wavu.core.api import AuditedViewMixin
+from wavu.core.api import AuditedViewMixin, DateTimeField
 
 from . import selectors, services
 from .models import AddOn, Plan
@@ -42,12 +42,12 @@ class PriceSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     amount = serializers.DecimalField(max_digits=12, decimal_places=2, read_only=True)
     currency = serializers.CharField(read_only=True)
-    valid_from = serializers.DateTimeField(read_only=True)
+    valid_from = DateTimeField(read_only=True)
 
 
 class SetPriceSerializer(serializers.Serializer):
     amount = AmountField(help_text="tax-inclusive price")
-    valid_from = serializers.DateTimeField(
+    valid_from = DateTimeField(
         required=False, allow_null=True, help_text="when the price starts (default now); a date means local midnight"
     )
     reason = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
@@ -71,7 +71,7 @@ class PlanWriteSerializer(serializers.ModelSerializer):
     """Shapes only; the rules (burst, quota, fair usage, kinds) are checked by the service."""
 
     price = AmountField(required=False, write_only=True, help_text="first price (create only)")
-    price_valid_from = serializers.DateTimeField(required=False, allow_null=True, write_only=True)
+    price_valid_from = DateTimeField(required=False, allow_null=True, write_only=True)
 
     class Meta:
         model = Plan
@@ -89,7 +89,7 @@ class AddOnSerializer(_CatalogSerializer):
 
 class AddOnWriteSerializer(serializers.ModelSerializer):
     price = AmountField(required=False, write_only=True, help_text="first price (create only)")
-    price_valid_from = serializers.DateTimeField(required=False, allow_null=True, write_only=True)
+    price_valid_from = DateTimeField(required=False, allow_null=True, write_only=True)
 
     class Meta:
         model = AddOn

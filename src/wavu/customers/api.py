@@ -8,7 +8,7 @@ shapes; normalisation and every rule live in `customers.services`.
 
 import django_filters
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import filters, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -120,7 +120,10 @@ class CustomerViewSet(
 
     @extend_schema(
         parameters=[OpenApiParameter("reference", str, required=True, description="an account number as typed")],
-        responses=CustomerSerializer,
+        responses={
+            200: CustomerSerializer,
+            404: OpenApiResponse(description="no customer has that account number, or its check digit is wrong"),
+        },
     )
     @action(detail=False, methods=["get"])
     def lookup(self, request):

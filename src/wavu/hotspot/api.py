@@ -116,7 +116,9 @@ class RevokedSerializer(serializers.Serializer):
 class VoucherSerializer(serializers.ModelSerializer):
     username = serializers.CharField(source="subscription.username", read_only=True)
     service_status = serializers.CharField(source="subscription.status", read_only=True)
-    expires_at = serializers.DateTimeField(source="subscription.current_period_end", read_only=True)
+    expires_at = serializers.DateTimeField(
+        source="subscription.current_period_end", read_only=True, allow_null=True, help_text="empty until first use"
+    )
 
     class Meta:
         model = Voucher

@@ -9,11 +9,11 @@ from decimal import Decimal
 import django_filters
 from django.db.models import Prefetch, Sum
 from django.db.models.functions import Coalesce
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.response import Response
 
-from wavu.core.api import AuditedViewMixin
+from wavu.core.api import AuditedViewMixin, IdFilter, IsoDateTimeFilter
 
 from . import selectors
 from .models import Account, JournalEntry, Posting
@@ -74,11 +74,11 @@ class AccountViewSet(AuditedViewMixin, viewsets.ReadOnlyModelViewSet):
 
 
 class JournalEntryFilter(django_filters.FilterSet):
-    posted_after = django_filters.IsoDateTimeFilter(field_name="posted_at", lookup_expr="gte")
-    posted_before = django_filters.IsoDateTimeFilter(field_name="posted_at", lookup_expr="lt")
+    posted_after = IsoDateTimeFilter(field_name="posted_at", lookup_expr="gte")
+    posted_before = IsoDateTimeFilter(field_name="posted_at", lookup_expr="lt")
     posted_on_or_after = django_filters.DateFilter(field_name="posted_at", lookup_expr="date__gte")
     posted_on_or_before = django_filters.DateFilter(field_name="posted_at", lookup_expr="date__lte")
-    customer = django_filters.NumberFilter(method="filter_customer", help_text="entries touching this customer")
+    customer = IdFilter(method="filter_customer", help_text="entries touching this customer")
     account = django_filters.CharFilter(method="filter_account", help_text="entries posting to this account code")
 
     class Meta:
@@ -119,6 +119,7 @@ _TrialBalanceRow = inline_serializer(
 )
 
 
+@extend_schema_serializer(many=False)  # the list action answers one trial balance, not a list
 class TrialBalanceSerializer(serializers.Serializer):
     rows = serializers.ListField(child=_TrialBalanceRow)
     debit = serializers.DecimalField(**MONEY)

@@ -24,7 +24,7 @@ and retrieves; `resolve` (POST `outcome` completed/failed + `reason`) settles a 
 out, after staff checked the M-Pesa portal.
 """
 
-from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -221,7 +221,15 @@ class PaymentChannelViewSet(
     def update(self, request, *args, **kwargs):  # PUT is not offered (http_method_names); PATCH only
         return self.partial_update(request, *args, **kwargs)
 
-    @extend_schema(request=RegisterC2BSerializer, responses={200: C2BRegistrationSerializer})
+    @extend_schema(
+        request=RegisterC2BSerializer,
+        responses={
+            200: C2BRegistrationSerializer,
+            409: OpenApiResponse(description="channel_not_configured: no consumer key and secret"),
+            502: OpenApiResponse(description="Daraja refused the registration"),
+            503: OpenApiResponse(description="daraja_unavailable: Daraja cannot be reached; try later"),
+        },
+    )
     @action(detail=True, methods=["post"], url_path="register-c2b-urls")
     def register_c2b_urls(self, request, pk=None):
         """Register the channel's C2B confirmation and validation URLs with Daraja (audited)."""
@@ -316,7 +324,13 @@ class StkRequestViewSet(
     ordering_fields = ["created_at", "id"]
     ordering = ["-created_at", "-id"]
 
-    @extend_schema(request=StkRequestCreateSerializer, responses={201: StkRequestSerializer})
+    @extend_schema(
+        request=StkRequestCreateSerializer,
+        responses={
+            201: StkRequestSerializer,
+            502: OpenApiResponse(description="stk_push_failed: the push was not sent"),
+        },
+    )
     def create(self, request, *args, **kwargs):
         form = StkRequestCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -445,7 +459,13 @@ class MpesaRefundRequestViewSet(
     ordering_fields = ["created_at", "id"]
     ordering = ["-created_at", "-id"]
 
-    @extend_schema(request=MpesaRefundRequestCreateSerializer, responses={201: MpesaRefundRequestSerializer})
+    @extend_schema(
+        request=MpesaRefundRequestCreateSerializer,
+        responses={
+            201: MpesaRefundRequestSerializer,
+            502: OpenApiResponse(description="refund_request_failed: Daraja refused the request"),
+        },
+    )
     def create(self, request, *args, **kwargs):
         form = MpesaRefundRequestCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)

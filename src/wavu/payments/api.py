@@ -15,7 +15,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from wavu.core.api import AuditedViewMixin
+from wavu.core.api import AuditedViewMixin, DateTimeField, IsoDateTimeFilter
 from wavu.customers.models import Customer
 
 from . import services
@@ -63,7 +63,9 @@ class RefundSerializer(serializers.ModelSerializer):
 
 
 class PaymentSerializer(serializers.ModelSerializer):
-    customer_account_number = serializers.CharField(source="customer.account_number", read_only=True, default=None)
+    customer_account_number = serializers.CharField(
+        source="customer.account_number", read_only=True, default=None, allow_null=True
+    )
     unallocated = serializers.DecimalField(**MONEY, read_only=True, help_text="money not applied nor refunded")
     allocations = AllocationSerializer(many=True, read_only=True)
     refunds = RefundSerializer(many=True, read_only=True)
@@ -105,7 +107,7 @@ class ManualPaymentSerializer(serializers.Serializer):
     customer = serializers.PrimaryKeyRelatedField(
         queryset=Customer.objects.all(), required=False, allow_null=True, help_text="leave empty to park in suspense"
     )
-    received_at = serializers.DateTimeField(required=False, allow_null=True)
+    received_at = DateTimeField(required=False, allow_null=True)
     payer_name = serializers.CharField(max_length=160, required=False, allow_blank=True, default="")
     payer_phone = serializers.CharField(max_length=80, required=False, allow_blank=True, default="")
     account_reference = serializers.CharField(max_length=60, required=False, allow_blank=True, default="")
@@ -129,8 +131,8 @@ class RefundRequestSerializer(serializers.Serializer):
 
 
 class PaymentFilter(django_filters.FilterSet):
-    received_after = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="gte")
-    received_before = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="lt")
+    received_after = IsoDateTimeFilter(field_name="received_at", lookup_expr="gte")
+    received_before = IsoDateTimeFilter(field_name="received_at", lookup_expr="lt")
     received_from = django_filters.DateFilter(field_name="received_at", lookup_expr="date__gte")
     received_to = django_filters.DateFilter(field_name="received_at", lookup_expr="date__lte")
 

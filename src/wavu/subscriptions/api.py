@@ -18,7 +18,7 @@ cursor (`after`), filtered by `kind`, `subscription`, `customer` and `since`.
 import re
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -26,7 +26,7 @@ from rest_framework.utils.urls import replace_query_param
 
 from wavu.billing import plan_changes, prepaid
 from wavu.catalog.models import AddOn, Plan
-from wavu.core.api import AuditedViewMixin
+from wavu.core.api import AuditedViewMixin, DateTimeField
 from wavu.customers.models import Customer
 
 from . import selectors, services
@@ -75,6 +75,7 @@ class LifecycleEventStreamSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_serializer(many=False)  # the list action answers one page object, not a list
 class LifecycleEventPageSerializer(serializers.Serializer):
     results = LifecycleEventStreamSerializer(many=True)
     next_after = serializers.IntegerField(help_text="pass as `after` to read on (the last id returned)")
@@ -154,7 +155,7 @@ class SubscriptionCreateSerializer(serializers.Serializer):
     static_ip = serializers.CharField(max_length=45, required=False, allow_null=True, allow_blank=True)
     mac_address = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
     billing_anchor_day = serializers.IntegerField(required=False, allow_null=True, help_text="postpaid: 1–31")
-    start = serializers.DateTimeField(required=False, allow_null=True, help_text="planned start, e.g. installation")
+    start = DateTimeField(required=False, allow_null=True, help_text="planned start, e.g. installation")
     notes = serializers.CharField(required=False, allow_blank=True, default="")
 
 
@@ -163,11 +164,11 @@ class LifecycleReasonSerializer(serializers.Serializer):
 
 
 class ActivateSerializer(LifecycleReasonSerializer):
-    at = serializers.DateTimeField(required=False, allow_null=True, help_text="default now")
+    at = DateTimeField(required=False, allow_null=True, help_text="default now")
 
 
 class PauseSerializer(LifecycleReasonSerializer):
-    until = serializers.DateTimeField(
+    until = DateTimeField(
         required=False, allow_null=True, help_text="when it resumes by itself; default and at most PAUSE_MAX_DAYS"
     )
 
@@ -395,7 +396,7 @@ class EventQuerySerializer(serializers.Serializer):
     after = serializers.IntegerField(min_value=0, default=0, help_text="return events with a larger id")
     subscription = serializers.IntegerField(min_value=1, required=False)
     customer = serializers.IntegerField(min_value=1, required=False)
-    since = serializers.DateTimeField(required=False, help_text="events at or after this time")
+    since = DateTimeField(required=False, help_text="events at or after this time")
     limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
 
 

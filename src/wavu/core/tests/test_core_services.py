@@ -53,6 +53,30 @@ def test_the_openapi_schema_is_served(client):
     assert response.json()["info"]["title"] == "Wavu API"
 
 
+def test_the_openapi_schema_documents_every_error_answer_in_the_error_format(client):
+    client.force_login(get_user_model().objects.create_user("ops", password="x", is_staff=True))
+    schema = client.get("/api/schema/?format=json").json()
+    error = {"$ref": "#/components/schemas/Error"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert {"400", "401", "403"} <= set(responses), (method, path)
+            if "{" in path:
+                assert "404" in responses, (method, path)
+            if method in ("post", "patch", "delete"):
+                assert "409" in responses, (method, path)
+            for code, response in responses.items():
+                if code >= "400":
+                    assert response["content"]["application/json"]["schema"] == error, (method, path, code)
+            assert set(operation.get("requestBody", {}).get("content", {})) <= {"application/json"}, (method, path)
+    components = schema["components"]["schemas"]
+    assert "format" not in components["Customer"]["properties"]["email"]  # blank when not known
+    assert components["Payment"]["properties"]["customer_account_number"]["nullable"]  # suspense
+    assert components["TrialBalance"]["type"] == "object"
+    trial_balance = schema["paths"]["/api/v1/ledger/trial-balance/"]["get"]["responses"]["200"]
+    assert trial_balance["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/TrialBalance"}
+
+
 def test_the_api_refuses_anonymous_callers_with_the_error_format(client):
     response = client.get("/api/v1/")
     assert response.status_code in (401, 403)
