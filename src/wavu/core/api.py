@@ -134,13 +134,23 @@ def datetime_problem(value: dt.datetime) -> str | None:
     return None
 
 
+# What a date and time given to Wavu may be: nothing an ISP bills happened before 2000 or after 2099
+# (before 1928 Nairobi's clocks were not even on a whole-minute offset, which the answers would show).
+EARLIEST_INPUT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST_INPUT = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+
+
 class DateTimeField(serializers.DateTimeField):
-    """DRF's DateTimeField, refusing UTC offsets beyond ±14:00 and values that overflow in UTC."""
+    """DRF's DateTimeField, refusing UTC offsets beyond ±14:00, values that overflow in UTC, and
+    instants outside 2000–2099 (`EARLIEST_INPUT`, `LATEST_INPUT`)."""
 
     def enforce_timezone(self, value):
         if isinstance(value, dt.datetime) and (problem := datetime_problem(value)):
             raise serializers.ValidationError(problem, code="invalid")
-        return super().enforce_timezone(value)
+        value = super().enforce_timezone(value)
+        if isinstance(value, dt.datetime) and value.tzinfo and not EARLIEST_INPUT <= value < LATEST_INPUT:
+            raise serializers.ValidationError("give a date and time between 2000 and 2099", code="invalid")
+        return value
 
 
 class _IsoDateTimeFormField(django_filters.fields.IsoDateTimeField):

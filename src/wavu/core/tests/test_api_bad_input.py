@@ -159,6 +159,23 @@ def test_a_date_time_in_a_body_with_an_offset_out_of_range_is_a_400_and_writes_n
     assert not Payment.objects.exists()
 
 
+@pytest.mark.parametrize("at", ["1385-02-23T11:51:26Z", "1999-12-31T23:59:59Z", "2100-01-01T00:00:00Z"])
+def test_activating_a_service_at_an_implausible_moment_is_a_400_and_changes_nothing(api, reference_data, at):
+    """Found by schemathesis: a service activated "at" 1385 came back with Nairobi's 1385 offset (+02:27:16)."""
+    from wavu.subscriptions.models import LifecycleEvent, Status
+    from wavu.testing.factories import SubscriptionFactory
+
+    service = SubscriptionFactory(status=Status.PENDING)
+    events = LifecycleEvent.objects.count()
+
+    response = api.post(f"/api/v1/subscriptions/{service.pk}/activate/", {"at": at}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["at"] == ["give a date and time between 2000 and 2099"]
+    service.refresh_from_db()
+    assert service.status == Status.PENDING and LifecycleEvent.objects.count() == events
+
+
 def test_every_date_time_input_of_the_api_checks_its_utc_offset():
     """Each input serializer and filter set of every app's api.py uses core.api's DateTimeField / IsoDateTimeFilter."""
     import importlib
