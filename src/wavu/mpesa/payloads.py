@@ -181,7 +181,8 @@ def clean_name(text: str) -> str:
 
 
 def storable(text: str) -> str:
-    """`text` with NUL written as \\x00 and lone surrogates as \\udXXX, so a PostgreSQL text column takes it."""
+    """`text` with NUL written as \\x00 and lone surrogates as \\ud800-style escapes, so a PostgreSQL
+    text column takes it."""
     if not _UNSTORABLE_RE.search(text):
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")

@@ -622,21 +622,11 @@ def _apply_callback(callback: InboundCallback) -> InboundCallback:
     if request is None:
         if result.result_code != "0":
             return finish(callback, CB.PROCESSED, f"no STK request {result.checkout_request_id}; ignored")
-        try:
-            payment, created = record_payment(
-                method="mpesa",
-                source=callback.channel.shortcode,
-                reference=result.receipt,
-                amount=result.amount,
-                customer=None,
-                received_at=_received_at(result.transaction_date, callback.received_at),
-                payer_phone=result.phone,
-                notes=f"STK callback {result.checkout_request_id} matched no request",
-            )
-        except DuplicateReferenceMismatch as exc:
-            return finish(callback, CB.MISMATCH, exc.message)
-        except ValidationError as exc:
-            return finish(callback, CB.REJECTED, "; ".join(exc.messages))
+        note = f"STK callback {result.checkout_request_id} matched no request"
+        recorded = _record_in_suspense(callback, result, note)
+        if isinstance(recorded, InboundCallback):
+            return recorded
+        payment, created = recorded
         status = CB.PROCESSED if created else CB.DUPLICATE
         return finish(callback, status, f"no STK request {result.checkout_request_id}: in suspense", payment)
     if result.result_code == "0" and result.amount != request.amount:
@@ -660,6 +650,29 @@ def _apply_callback(callback: InboundCallback) -> InboundCallback:
     return finish(callback, status, f"STK request {request.pk}: {settled.note}", settled.payment)
 
 
+def _record_in_suspense(callback: InboundCallback, result: StkResult, notes: str):
+    """Record the receipt of a successful STK callback that credits nobody (a payment in suspense, unique
+    on the channel's shortcode and the receipt, so a second copy is no second payment). Returns
+    (payment, created), or the callback finished as "mismatch" (the receipt was recorded with another
+    amount) or "rejected" (the payment refused the callback's data)."""
+    CB = InboundCallback.Status
+    try:
+        return record_payment(
+            method="mpesa",
+            source=callback.channel.shortcode,
+            reference=result.receipt,
+            amount=result.amount,
+            customer=None,
+            received_at=_received_at(result.transaction_date, callback.received_at),
+            payer_phone=result.phone,
+            notes=notes,
+        )
+    except DuplicateReferenceMismatch as exc:
+        return finish(callback, CB.MISMATCH, exc.message)
+    except ValidationError as exc:
+        return finish(callback, CB.REJECTED, "; ".join(exc.messages))
+
+
 def _hold_other_amount(callback: InboundCallback, request: StkRequest, result: StkResult) -> InboundCallback:
     """A success whose Amount is not what the LOCKED request asked (cents included: STK amounts are whole
     shillings). M-Pesa says money moved, so it is recorded, never dropped, but never credited to the
@@ -681,21 +694,12 @@ def _hold_other_amount(callback: InboundCallback, request: StkRequest, result: S
             audit.record(request, AuditEvent.Action.UPDATE, before=before, verb="stk receipt added")
         outcome = f"{note}; the request was already paid (payment {request.payment_id}): check by hand"
         return finish(callback, CB.MISMATCH, outcome, request.payment)
-    try:
-        payment, created = record_payment(
-            method="mpesa",
-            source=request.channel.shortcode,
-            reference=result.receipt,
-            amount=result.amount,
-            customer=None,
-            received_at=_received_at(result.transaction_date, callback.received_at),
-            payer_phone=result.phone,
-            notes=f"STK request {request.pk} asked KES {request.amount}; M-Pesa reports KES {result.amount}",
-        )
-    except DuplicateReferenceMismatch as exc:
-        return finish(callback, CB.MISMATCH, exc.message)
-    except ValidationError as exc:
-        return finish(callback, CB.REJECTED, "; ".join(exc.messages))
+    recorded = _record_in_suspense(
+        callback, result, f"STK request {request.pk} asked KES {request.amount}; M-Pesa reports KES {result.amount}"
+    )
+    if isinstance(recorded, InboundCallback):
+        return recorded
+    payment, created = recorded
     if not created:
         return finish(callback, CB.DUPLICATE, f"already held in suspense: payment {payment.pk}", payment)
     if request.status in OPEN:
