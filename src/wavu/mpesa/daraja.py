@@ -413,9 +413,11 @@ class DarajaClient:
                 and row.fetched_at > now - dt.timedelta(seconds=CLAIM_SECONDS)
             )
             if not refreshing or time.monotonic() >= deadline:
+                # read before the claim, which moves the row's fetched_at: a failed refresh gives it back
+                released = row.fetched_at if row is not None else now - dt.timedelta(days=1)
                 claimed = self._claim(row, now)
                 if claimed is not None:
-                    return self._fetch_and_store(claimed, previous=row)
+                    return self._fetch_and_store(claimed, release_to=released)
             if cached and cached != rejected and row.expires_at > now:
                 return cached  # another process is refreshing; the old token still works
             self._sleep(0.2)
@@ -434,14 +436,13 @@ class DarajaClient:
         row.fetched_at = now
         return row
 
-    def _fetch_and_store(self, claimed: AccessToken, *, previous: AccessToken | None) -> str:
+    def _fetch_and_store(self, claimed: AccessToken, *, release_to: dt.datetime) -> str:
         started = clock.now()
         try:
             token, expires_in = self._fetch_token()
         except Exception:
-            # give the claim back so another process may try at once
-            released = previous.fetched_at if previous is not None else claimed.expires_at - dt.timedelta(days=1)
-            AccessToken.objects.filter(pk=claimed.pk, fetched_at=claimed.fetched_at).update(fetched_at=released)
+            # give the claim back (fetched_at as it was before the claim) so another process may try at once
+            AccessToken.objects.filter(pk=claimed.pk, fetched_at=claimed.fetched_at).update(fetched_at=release_to)
             raise
         expires_at = started + dt.timedelta(seconds=expires_in)
         AccessToken.objects.filter(pk=claimed.pk, expires_at__lt=expires_at).update(

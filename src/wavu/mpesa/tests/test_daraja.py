@@ -242,6 +242,29 @@ def test_a_failed_token_call_gives_the_refresh_back_for_the_next_caller(channel,
     assert fake.tokens_issued == 1 and len(sleeps) == 3
 
 
+def test_a_failed_refresh_of_an_expired_token_is_given_back_too(channel, sleeps):
+    """The claim on an existing token row is released to what it was, so the next caller does not wait
+    CLAIM_SECONDS for a refresh nobody is making (it used to be "released" to the claim's own time)."""
+    fake = FakeDaraja(
+        {
+            daraja.TOKEN_PATH: [{"status": 503, "json": envelope("503.003.01", "Service Unavailable")}],
+            daraja.STK_QUERY_PATH: [{"json": QUERY_CANCELLED}],
+        }
+    )
+    with time_machine.travel(T0, tick=False):
+        now = timezone.now()
+        fetched = now - dt.timedelta(hours=2)
+        AccessToken.objects.create(
+            channel=channel, token="old", expires_at=now - dt.timedelta(hours=1), fetched_at=fetched
+        )
+        with pytest.raises(daraja.DarajaUnavailable):
+            client_for(channel, fake, sleeps).stk_query("ws_CO_1")
+        assert AccessToken.objects.get(channel=channel).fetched_at == fetched
+        fake.answers.pop(daraja.TOKEN_PATH)
+        client_for(channel, fake, sleeps).stk_query("ws_CO_1")  # no waiting for an abandoned claim
+    assert fake.tokens_issued == 1 and len(sleeps) == 3
+
+
 # --- retries --------------------------------------------------------------------------------------------
 
 
