@@ -91,3 +91,17 @@ def _fresh_channel_cache():
 
     forget_cached_channels()
     yield
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory):
+    """On SQLite the test database is a file, not Django's default shared in-memory connection: tests
+    with a live server (the M-Pesa end-to-end tests, where the simulator calls Wavu's hooks while the
+    test's worker drains them) then give each thread its own connection, which SQLite serialises as in
+    production. On the shared in-memory connection two threads' statements collided ("cannot commit
+    transaction - SQL statements in progress")."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "wavu-test.sqlite3")
