@@ -302,6 +302,7 @@ class InboundCallbackAdmin(ReadOnlyAdmin):
         "attempts",
     )
     list_filter = (NeedsActionFilter, "kind", "status", "channel", "source_allowed", StatusQueryFilter)
+    list_select_related = ("channel",)  # the channel column: one join, not a query per row
     search_fields = ("reference", "outcome", "last_error")
     date_hierarchy = "received_at"
     actions = ("process_again", "mark_dealt_with")

@@ -863,3 +863,20 @@ def test_staff_process_again_a_confirmation_whose_retries_ran_out_and_the_custom
     payment = Payment.objects.get()
     assert (payment.customer, payment.payer_name, payment.amount) == (wanjiku, "John", 1500)
     assert needing_action() == 1
+
+
+def test_the_needs_action_list_costs_the_same_queries_for_3_callbacks_as_for_30(channel, admin_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_for_the_list() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get("/admin/mpesa/inboundcallback/?needs_action=yes").status_code == 200
+        return len(captured)
+
+    for _ in range(3):
+        stored(channel, "rejected", outcome="400: TransTime is not a date")
+    few = queries_for_the_list()
+    for _ in range(27):
+        stored(channel, "rejected", outcome="400: TransTime is not a date")
+    assert queries_for_the_list() == few
